@@ -1,0 +1,10 @@
+//! Ports: what the stages need from storage, shaped so that both the embedded backend (fjall)
+//! and the distributed one (Kafka for the log, ScyllaDB for tables) can implement them.
+
+pub mod kv;
+pub mod log;
+
+pub use kv::{KvError, KvMutation, KvRow, KvStore};
+pub use log::{
+    EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicPartition, TopicSpec,
+};
