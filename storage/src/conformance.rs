@@ -1,0 +1,203 @@
+//! The behaviour every `EventLog` backend must have, as one suite of async checks.
+//!
+//! Each backend's test file instantiates every check with a fresh log (see
+//! `storage/tests/embedded_conformance.rs`). A check panics with a message on the first
+//! deviation. Topic and group names are prefixed with `prefix` so that checks can share a
+//! broker that never deletes topics.
+
+use bytes::Bytes;
+use kinfold_core::partitioner::partition_for_key;
+use kinfold_core::ports::{EventLog, LogError, OutgoingRecord};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+fn record(key: &str, value: &str) -> OutgoingRecord {
+    OutgoingRecord {
+        key: Some(Bytes::from(key.to_owned())),
+        value: Bytes::from(value.to_owned()),
+        headers: vec![("origin".to_owned(), Bytes::from_static(b"conformance"))],
+        timestamp_millis: 1_700_000_000_000,
+        partition: None,
+    }
+}
+
+/// The names of every check, for backends that list them.
+pub const CHECKS: [&str; 6] = [
+    "topics_are_created_explicitly",
+    "appends_read_back_in_order",
+    "keys_pick_partitions_like_kafka",
+    "reads_stop_at_the_end",
+    "group_positions_are_kept_per_group",
+    "concurrent_appends_stay_dense",
+];
+
+/// Runs the check called `name`.
+pub async fn run(name: &str, log: Arc<dyn EventLog>, prefix: &str) {
+    match name {
+        "topics_are_created_explicitly" => topics_are_created_explicitly(log, prefix).await,
+        "appends_read_back_in_order" => appends_read_back_in_order(log, prefix).await,
+        "keys_pick_partitions_like_kafka" => keys_pick_partitions_like_kafka(log, prefix).await,
+        "reads_stop_at_the_end" => reads_stop_at_the_end(log, prefix).await,
+        "group_positions_are_kept_per_group" => group_positions_are_kept_per_group(log, prefix).await,
+        "concurrent_appends_stay_dense" => concurrent_appends_stay_dense(log, prefix).await,
+        other => panic!("no conformance check named {other}"),
+    }
+}
+
+/// Topics exist only once created; creating again with the same count is a no-op; another
+/// count or an illegal name is refused.
+pub async fn topics_are_created_explicitly(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}.topics");
+    assert!(matches!(
+        log.append(&topic, vec![record("k", "v")]).await,
+        Err(LogError::UnknownTopic(_))
+    ));
+    let spec = log.ensure_topic(&topic, 3).await.expect("creates the topic");
+    assert_eq!(spec.partitions, 3);
+    assert_eq!(log.ensure_topic(&topic, 3).await.expect("idempotent").partitions, 3);
+    assert!(matches!(
+        log.ensure_topic(&topic, 4).await,
+        Err(LogError::PartitionCountMismatch { existing: 3, requested: 4, .. })
+    ));
+    assert_eq!(log.partitions(&topic).await.expect("partitions"), 3);
+    assert!(matches!(
+        log.ensure_topic("bad topic name!", 1).await,
+        Err(LogError::InvalidTopicName(_))
+    ));
+    assert!(matches!(
+        log.read(&topic, 3, 0, 10).await,
+        Err(LogError::UnknownPartition { partition: 3, .. })
+    ));
+}
+
+/// Offsets are dense from 0; records come back with their key, value, headers and timestamp.
+pub async fn appends_read_back_in_order(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}.order");
+    log.ensure_topic(&topic, 1).await.expect("topic");
+    let first: Vec<OutgoingRecord> = (0..5).map(|i| record("k", &format!("a{i}"))).collect();
+    let positions = log.append(&topic, first.clone()).await.expect("append");
+    assert_eq!(
+        positions.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    let second = log
+        .append(&topic, vec![record("k", "b0")])
+        .await
+        .expect("append");
+    assert_eq!(second[0].offset, 5);
+    let records = log.read(&topic, 0, 0, 100).await.expect("read");
+    assert_eq!(records.len(), 6);
+    for (index, stored) in records.iter().enumerate() {
+        assert_eq!(stored.offset, index as u64);
+        assert_eq!(stored.partition, 0);
+    }
+    assert_eq!(records[0].key, first[0].key);
+    assert_eq!(records[0].value, first[0].value);
+    assert_eq!(records[0].headers, first[0].headers);
+    assert_eq!(records[0].timestamp_millis, first[0].timestamp_millis);
+    assert_eq!(records[5].value, Bytes::from_static(b"b0"));
+    let middle = log.read(&topic, 0, 2, 2).await.expect("read from the middle");
+    assert_eq!(middle.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![2, 3]);
+}
+
+/// A keyed record lands where Kafka's default partitioner puts it; an explicit partition wins.
+pub async fn keys_pick_partitions_like_kafka(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}.keys");
+    log.ensure_topic(&topic, 6).await.expect("topic");
+    let keys: Vec<String> = (0..40).map(|i| format!("customer-{i}")).collect();
+    let records: Vec<OutgoingRecord> = keys.iter().map(|key| record(key, key)).collect();
+    let positions = log.append(&topic, records).await.expect("append");
+    for (key, position) in keys.iter().zip(&positions) {
+        assert_eq!(position.partition, partition_for_key(key.as_bytes(), 6), "key {key}");
+    }
+    let mut explicit = record("customer-0", "pinned");
+    explicit.partition = Some(5);
+    let pinned = log.append(&topic, vec![explicit]).await.expect("append");
+    assert_eq!(pinned[0].partition, 5);
+    let mut out_of_range = record("x", "y");
+    out_of_range.partition = Some(6);
+    assert!(log.append(&topic, vec![out_of_range]).await.is_err());
+}
+
+/// Reading at the end gives nothing; beyond the end is an error; watermarks track appends.
+pub async fn reads_stop_at_the_end(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}.end");
+    log.ensure_topic(&topic, 2).await.expect("topic");
+    assert_eq!(log.watermarks(&topic, 0).await.expect("watermarks"), (0, 0));
+    let mut records = Vec::new();
+    for i in 0..3 {
+        let mut pinned = record("k", &format!("v{i}"));
+        pinned.partition = Some(1);
+        records.push(pinned);
+    }
+    log.append(&topic, records).await.expect("append");
+    assert_eq!(log.watermarks(&topic, 1).await.expect("watermarks").1, 3);
+    assert_eq!(log.watermarks(&topic, 0).await.expect("watermarks").1, 0);
+    assert!(log.read(&topic, 1, 3, 10).await.expect("read at end").is_empty());
+    assert!(matches!(
+        log.read(&topic, 1, 4, 10).await,
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+}
+
+/// Positions are stored per group and partition, and survive being read back.
+pub async fn group_positions_are_kept_per_group(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}.groups");
+    let group_a = format!("{prefix}.group-a");
+    let group_b = format!("{prefix}.group-b");
+    log.ensure_topic(&topic, 2).await.expect("topic");
+    let mut records = Vec::new();
+    for i in 0..4 {
+        let mut pinned = record("k", &format!("v{i}"));
+        pinned.partition = Some(0);
+        records.push(pinned);
+    }
+    log.append(&topic, records).await.expect("append");
+    assert_eq!(log.committed(&group_a, &topic, 0).await.expect("committed"), None);
+    log.commit(&group_a, &topic, 0, 3).await.expect("commit");
+    log.commit(&group_b, &topic, 0, 1).await.expect("commit");
+    assert_eq!(log.committed(&group_a, &topic, 0).await.expect("committed"), Some(3));
+    assert_eq!(log.committed(&group_b, &topic, 0).await.expect("committed"), Some(1));
+    assert_eq!(log.committed(&group_a, &topic, 1).await.expect("committed"), None);
+    log.commit(&group_a, &topic, 0, 4).await.expect("commit");
+    assert_eq!(log.committed(&group_a, &topic, 0).await.expect("committed"), Some(4));
+}
+
+/// Many writers at once: every record gets a distinct offset, offsets stay dense, and each
+/// writer's records keep their order within a partition.
+pub async fn concurrent_appends_stay_dense(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}.concurrent");
+    log.ensure_topic(&topic, 3).await.expect("topic");
+    let mut tasks = Vec::new();
+    for writer in 0..8 {
+        let log = log.clone();
+        let topic = topic.clone();
+        tasks.push(tokio::spawn(async move {
+            for batch in 0..25 {
+                let records = (0..4)
+                    .map(|i| record(&format!("w{writer}"), &format!("w{writer}-{}", batch * 4 + i)))
+                    .collect();
+                log.append(&topic, records).await.expect("append");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    let mut total = 0;
+    for partition in 0..3 {
+        let records = log.read(&topic, partition, 0, 10_000).await.expect("read");
+        let mut last_sequence: HashMap<String, u64> = HashMap::new();
+        for (index, stored) in records.iter().enumerate() {
+            assert_eq!(stored.offset, index as u64, "dense offsets in partition {partition}");
+            let value = String::from_utf8(stored.value.to_vec()).expect("utf8");
+            let (writer, sequence) = value.split_once('-').expect("writer-sequence");
+            let sequence: u64 = sequence.parse().expect("number");
+            if let Some(previous) = last_sequence.insert(writer.to_owned(), sequence) {
+                assert!(sequence > previous, "{writer} out of order in partition {partition}");
+            }
+        }
+        total += records.len();
+    }
+    assert_eq!(total, 8 * 25 * 4);
+}

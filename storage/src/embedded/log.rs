@@ -1,0 +1,482 @@
+//! The embedded event log with group commit.
+
+use super::{keyspace, record};
+use bytes::Bytes;
+use fjall::{Database, Keyspace, PersistMode};
+use kinfold_core::partitioner::partition_for_key;
+use kinfold_core::ports::log::is_valid_topic_name;
+use kinfold_core::ports::{EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicSpec};
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use tokio::sync::oneshot;
+
+/// The most requests folded into one batch and one fsync.
+const MAX_REQUESTS_PER_BATCH: usize = 4096;
+
+#[derive(Clone)]
+struct Topic {
+    partitions: u32,
+    keyspace: Keyspace,
+}
+
+/// Offsets of a partition: the next one to assign and the end that is durable.
+#[derive(Default)]
+struct Shared {
+    topics: RwLock<HashMap<String, Topic>>,
+    /// (topic, partition) → durable end offset (next offset to be written).
+    durable_ends: RwLock<HashMap<(String, u32), u64>>,
+}
+
+enum Request {
+    Append {
+        topic: String,
+        records: Vec<OutgoingRecord>,
+        reply: oneshot::Sender<Result<Vec<RecordPosition>, LogError>>,
+    },
+    Commit {
+        key: Vec<u8>,
+        next_offset: u64,
+        reply: oneshot::Sender<Result<(), LogError>>,
+    },
+}
+
+/// The embedded event log. Cloning shares it.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    database: Database,
+    meta: Keyspace,
+    shared: Arc<Shared>,
+    writer: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for EmbeddedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLog").finish_non_exhaustive()
+    }
+}
+
+fn storage(error: impl std::fmt::Display) -> LogError {
+    LogError::Storage(error.to_string())
+}
+
+fn record_key(partition: u32, offset: u64) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..4].copy_from_slice(&partition.to_be_bytes());
+    key[4..].copy_from_slice(&offset.to_be_bytes());
+    key
+}
+
+fn group_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut key = format!("group/{group}\0{topic}\0").into_bytes();
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// The end offset of a partition as stored: one past the last record.
+fn stored_end(keyspace: &Keyspace, partition: u32) -> Result<u64, LogError> {
+    let range = record_key(partition, 0)..=record_key(partition, u64::MAX);
+    match keyspace.range(range).next_back() {
+        None => Ok(0),
+        Some(guard) => {
+            let key = guard.key().map_err(storage)?;
+            let offset: [u8; 8] = key
+                .get(4..12)
+                .and_then(|slice| slice.try_into().ok())
+                .ok_or_else(|| storage("malformed record key"))?;
+            Ok(u64::from_be_bytes(offset) + 1)
+        }
+    }
+}
+
+impl EmbeddedLog {
+    pub(super) fn open(database: Database) -> Result<Self, fjall::Error> {
+        let meta = keyspace(&database, "log.meta")?;
+        let shared = Arc::new(Shared::default());
+        {
+            let mut topics = shared.topics.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut ends = shared
+                .durable_ends
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for guard in meta.prefix("topic/") {
+                let (key, value) = guard.into_inner()?;
+                let name = String::from_utf8_lossy(&key["topic/".len()..]).into_owned();
+                let partitions = value
+                    .as_ref()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(1);
+                let topic_keyspace = keyspace(&database, &format!("log.t.{name}"))?;
+                for partition in 0..partitions {
+                    let end = stored_end(&topic_keyspace, partition)
+                        .map_err(|error| fjall::Error::Io(std::io::Error::other(error.to_string())))?;
+                    ends.insert((name.clone(), partition), end);
+                }
+                topics.insert(
+                    name,
+                    Topic {
+                        partitions,
+                        keyspace: topic_keyspace,
+                    },
+                );
+            }
+        }
+        let (writer, requests) = mpsc::channel();
+        let writer_state = Writer {
+            database: database.clone(),
+            meta: meta.clone(),
+            shared: shared.clone(),
+        };
+        std::thread::Builder::new()
+            .name("kinfold-log-writer".into())
+            .spawn(move || writer_state.run(&requests))
+            .map_err(fjall::Error::Io)?;
+        Ok(Self {
+            database,
+            meta,
+            shared,
+            writer,
+        })
+    }
+
+    fn topic(&self, name: &str) -> Result<Topic, LogError> {
+        self.shared
+            .topics
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(name.to_owned()))
+    }
+
+    fn durable_end(&self, topic: &str, partition: u32) -> u64 {
+        self.shared
+            .durable_ends
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(topic.to_owned(), partition))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn check_partition(topic: &str, spec: &Topic, partition: u32) -> Result<(), LogError> {
+        if partition >= spec.partitions {
+            return Err(LogError::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions: spec.partitions,
+            });
+        }
+        Ok(())
+    }
+
+    /// Every topic with its partition count.
+    pub fn topics(&self) -> Vec<TopicSpec> {
+        let topics = self.shared.topics.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut specs: Vec<TopicSpec> = topics
+            .iter()
+            .map(|(name, topic)| TopicSpec {
+                name: name.clone(),
+                partitions: topic.partitions,
+            })
+            .collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for EmbeddedLog {
+    async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<TopicSpec, LogError> {
+        if !is_valid_topic_name(topic) {
+            return Err(LogError::InvalidTopicName(topic.to_owned()));
+        }
+        if partitions == 0 {
+            return Err(LogError::PartitionCountMismatch {
+                topic: topic.to_owned(),
+                existing: 0,
+                requested: 0,
+            });
+        }
+        let mut topics = self.shared.topics.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(existing) = topics.get(topic) {
+            if existing.partitions != partitions {
+                return Err(LogError::PartitionCountMismatch {
+                    topic: topic.to_owned(),
+                    existing: existing.partitions,
+                    requested: partitions,
+                });
+            }
+            return Ok(TopicSpec {
+                name: topic.to_owned(),
+                partitions,
+            });
+        }
+        let topic_keyspace = keyspace(&self.database, &format!("log.t.{topic}")).map_err(storage)?;
+        self.meta
+            .insert(format!("topic/{topic}"), partitions.to_be_bytes())
+            .map_err(storage)?;
+        self.database.persist(PersistMode::SyncAll).map_err(storage)?;
+        topics.insert(
+            topic.to_owned(),
+            Topic {
+                partitions,
+                keyspace: topic_keyspace,
+            },
+        );
+        Ok(TopicSpec {
+            name: topic.to_owned(),
+            partitions,
+        })
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        Ok(self.topic(topic)?.partitions)
+    }
+
+    async fn append(
+        &self,
+        topic: &str,
+        records: Vec<OutgoingRecord>,
+    ) -> Result<Vec<RecordPosition>, LogError> {
+        let spec = self.topic(topic)?;
+        for record in &records {
+            if let Some(partition) = record.partition {
+                Self::check_partition(topic, &spec, partition)?;
+            }
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Request::Append {
+                topic: topic.to_owned(),
+                records,
+                reply,
+            })
+            .map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: u64,
+        max_records: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        let spec = self.topic(topic)?;
+        Self::check_partition(topic, &spec, partition)?;
+        let end = self.durable_end(topic, partition);
+        if from_offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                partition,
+                offset: from_offset,
+                end,
+            });
+        }
+        let last = end.min(from_offset.saturating_add(max_records as u64));
+        let mut records = Vec::with_capacity((last - from_offset) as usize);
+        if last == from_offset {
+            return Ok(records);
+        }
+        for guard in spec
+            .keyspace
+            .range(record_key(partition, from_offset)..record_key(partition, last))
+        {
+            let (key, value) = guard.into_inner().map_err(storage)?;
+            let offset = key
+                .get(4..12)
+                .and_then(|slice| slice.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| storage("malformed record key"))?;
+            let value = Bytes::copy_from_slice(&value);
+            let decoded = record::decode(partition, offset, value).ok_or_else(|| LogError::Corrupt {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                reason: "stored record does not decode".into(),
+            })?;
+            records.push(decoded);
+        }
+        Ok(records)
+    }
+
+    async fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
+        let spec = self.topic(topic)?;
+        Self::check_partition(topic, &spec, partition)?;
+        Ok((0, self.durable_end(topic, partition)))
+    }
+
+    async fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+    ) -> Result<(), LogError> {
+        let spec = self.topic(topic)?;
+        Self::check_partition(topic, &spec, partition)?;
+        let end = self.durable_end(topic, partition);
+        if next_offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                partition,
+                offset: next_offset,
+                end,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Request::Commit {
+                key: group_key(group, topic, partition),
+                next_offset,
+                reply,
+            })
+            .map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
+        let spec = self.topic(topic)?;
+        Self::check_partition(topic, &spec, partition)?;
+        let value = self
+            .meta
+            .get(group_key(group, topic, partition))
+            .map_err(storage)?;
+        Ok(value.and_then(|value| value.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    database: Database,
+    meta: Keyspace,
+    shared: Arc<Shared>,
+}
+
+type AppendReply = oneshot::Sender<Result<Vec<RecordPosition>, LogError>>;
+
+impl Writer {
+    fn run(self, requests: &mpsc::Receiver<Request>) {
+        // Next offset to assign per partition; starts at the durable end.
+        let mut next_offsets: HashMap<(String, u32), u64> = self
+            .shared
+            .durable_ends
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        while let Ok(first) = requests.recv() {
+            let mut pending = vec![first];
+            while pending.len() < MAX_REQUESTS_PER_BATCH {
+                match requests.try_recv() {
+                    Ok(request) => pending.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(pending, &mut next_offsets);
+        }
+    }
+
+    fn write_batch(&self, pending: Vec<Request>, next_offsets: &mut HashMap<(String, u32), u64>) {
+        let mut batch = self.database.batch();
+        let mut append_replies: Vec<(AppendReply, Result<Vec<RecordPosition>, LogError>)> = Vec::new();
+        let mut commit_replies = Vec::new();
+        let mut staged_ends: HashMap<(String, u32), u64> = HashMap::new();
+        let topics = self
+            .shared
+            .topics
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for request in pending {
+            match request {
+                Request::Append {
+                    topic,
+                    records,
+                    reply,
+                } => {
+                    let Some(spec) = topics.get(&topic) else {
+                        append_replies.push((reply, Err(LogError::UnknownTopic(topic))));
+                        continue;
+                    };
+                    let mut positions = Vec::with_capacity(records.len());
+                    for record in &records {
+                        let partition = record.partition.unwrap_or_else(|| {
+                            record
+                                .key
+                                .as_ref()
+                                .map_or(0, |key| partition_for_key(key, spec.partitions))
+                        });
+                        let next = next_offsets.entry((topic.clone(), partition)).or_insert(0);
+                        let offset = *next;
+                        *next += 1;
+                        batch.insert(&spec.keyspace, record_key(partition, offset), record::encode(record));
+                        staged_ends.insert((topic.clone(), partition), offset + 1);
+                        positions.push(RecordPosition { partition, offset });
+                    }
+                    append_replies.push((reply, Ok(positions)));
+                }
+                Request::Commit {
+                    key,
+                    next_offset,
+                    reply,
+                } => {
+                    batch.insert(&self.meta, key, next_offset.to_be_bytes());
+                    commit_replies.push(reply);
+                }
+            }
+        }
+        let outcome = batch
+            .commit()
+            .and_then(|()| self.database.persist(PersistMode::SyncAll));
+        match outcome {
+            Ok(()) => {
+                let mut ends = self
+                    .shared
+                    .durable_ends
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                ends.extend(staged_ends);
+                drop(ends);
+                for (reply, result) in append_replies {
+                    let _ = reply.send(result);
+                }
+                for reply in commit_replies {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(error) => {
+                // Nothing of this batch is acknowledged. Offsets handed out are taken back so
+                // the log stays dense; a record that did reach the journal before the failure
+                // is overwritten by the next append at the same offset.
+                for ((topic, partition), _) in staged_ends {
+                    let durable = self
+                        .shared
+                        .durable_ends
+                        .read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get(&(topic.clone(), partition))
+                        .copied()
+                        .unwrap_or(0);
+                    next_offsets.insert((topic, partition), durable);
+                }
+                tracing::error!(error = %error, "log batch failed; nothing of it is acknowledged");
+                for (reply, _) in append_replies {
+                    let _ = reply.send(Err(storage(&error)));
+                }
+                for reply in commit_replies {
+                    let _ = reply.send(Err(storage(&error)));
+                }
+            }
+        }
+    }
+}
