@@ -175,3 +175,30 @@ impl Codecs {
             .map_err(|error| DecodeError::Avro(error.to_string()))
     }
 }
+
+fn decode_framed_with<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    registry: &crate::SchemaRegistry,
+) -> Result<T, DecodeError> {
+    let (schema_id, datum) = crate::wire::parse_frame(bytes)?;
+    let writer = registry
+        .schema_by_id(schema_id)
+        .ok_or(DecodeError::UnknownSchemaId(schema_id))?;
+    serde_avro_fast::from_datum_slice(datum, &writer.fast).map_err(|error| DecodeError::Avro(error.to_string()))
+}
+
+/// Decodes a framed canonical event, whatever version of the canonical schema wrote it.
+pub fn decode_framed_canonical(
+    bytes: &[u8],
+    registry: &crate::SchemaRegistry,
+) -> Result<CanonicalEvent, DecodeError> {
+    decode_framed_with(bytes, registry)
+}
+
+/// Decodes a framed dead letter, whatever version of the dead-letter schema wrote it.
+pub fn decode_framed_dead_letter(
+    bytes: &[u8],
+    registry: &crate::SchemaRegistry,
+) -> Result<DeadLetter, DecodeError> {
+    decode_framed_with(bytes, registry)
+}

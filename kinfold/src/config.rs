@@ -1,0 +1,103 @@
+//! Layered configuration: the embedded `default.toml` < a TOML file < `KINFOLD__SECTION__KEY`
+//! environment variables < command-line flags.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use kinfold_ingest::{IngestLimits, Topics};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The defaults, documented in place.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub storage: StorageConfig,
+    pub http: AddrConfig,
+    pub grpc: AddrConfig,
+    pub log: LogConfig,
+    pub topics: Topics,
+    pub ingest: IngestLimits,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddrConfig {
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub json: bool,
+}
+
+/// Values given as flags; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<AddrConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<AddrConfig>,
+    #[serde(skip_serializing_if = "Option::is_none", rename = "log")]
+    pub log_json: Option<LogJson>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogJson {
+    pub json: bool,
+}
+
+impl Config {
+    /// Loads the layers; `file` is the `--config` file, if any.
+    pub fn load(file: Option<&Path>, flags: &FlagOverrides) -> Result<Self, figment::Error> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("KINFOLD__").split("__"))
+            .merge(Serialized::defaults(flags))
+            .extract()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let config = Config::load(None, &FlagOverrides::default()).expect("defaults load");
+        assert_eq!(config.http.addr, "127.0.0.1:8080");
+        assert_eq!(config.topics.canonical, "events.canonical");
+        assert_eq!(config.ingest, IngestLimits::default());
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("kinfold.toml");
+        std::fs::write(&file, "[http]\naddr = \"0.0.0.0:9000\"\n[grpc]\naddr = \"0.0.0.0:9001\"\n")
+            .expect("write config");
+        let flags = FlagOverrides {
+            grpc: Some(AddrConfig {
+                addr: "127.0.0.1:7000".into(),
+            }),
+            ..FlagOverrides::default()
+        };
+        let config = Config::load(Some(&file), &flags).expect("loads");
+        assert_eq!(config.http.addr, "0.0.0.0:9000");
+        assert_eq!(config.grpc.addr, "127.0.0.1:7000");
+    }
+}
