@@ -27,9 +27,8 @@
 //! with the same population, so the stream never ends and ids never repeat. To draw millions of
 //! events inside one window, raise `customers`.
 //!
-//! Note that `Generator` is also an [`Iterator`], so on an owned generator `generator.take(n)`
-//! resolves to [`Iterator::take`]; call [`Generator::take`] as `Generator::take(&mut generator, n)`
-//! (or through a `&mut Generator`) to get a `Vec`.
+//! `Generator` is also an [`Iterator`]; [`Generator::take_events`] collects the next `n` events
+//! into a `Vec`.
 
 use kinfold_core::event::{
     Buyer, CoordinateSystem, EcomOrder, EcomRefund, EventBody, MembershipEvent,
@@ -118,70 +117,130 @@ const CATEGORIES: [(&str, &str, i64, i64, [&str; 5]); 10] = [
         "AP",
         9_900,
         49_900,
-        ["Cotton Tee", "Linen Shirt", "Down Jacket", "Wool Sweater", "Wide-leg Trousers"],
+        [
+            "Cotton Tee",
+            "Linen Shirt",
+            "Down Jacket",
+            "Wool Sweater",
+            "Wide-leg Trousers",
+        ],
     ),
     (
         "footwear",
         "FW",
         19_900,
         50_000,
-        ["Canvas Sneaker", "Leather Loafer", "Running Shoe", "Ankle Boot", "Slide Sandal"],
+        [
+            "Canvas Sneaker",
+            "Leather Loafer",
+            "Running Shoe",
+            "Ankle Boot",
+            "Slide Sandal",
+        ],
     ),
     (
         "bags",
         "BG",
         12_900,
         45_000,
-        ["Tote Bag", "Crossbody Bag", "Backpack", "Card Holder", "Weekender"],
+        [
+            "Tote Bag",
+            "Crossbody Bag",
+            "Backpack",
+            "Card Holder",
+            "Weekender",
+        ],
     ),
     (
         "skincare",
         "SK",
         5_900,
         39_900,
-        ["Hydrating Toner", "Vitamin C Serum", "Night Cream", "Sunscreen SPF50", "Cleansing Foam"],
+        [
+            "Hydrating Toner",
+            "Vitamin C Serum",
+            "Night Cream",
+            "Sunscreen SPF50",
+            "Cleansing Foam",
+        ],
     ),
     (
         "cosmetics",
         "CM",
         3_900,
         29_900,
-        ["Lipstick", "Cushion Foundation", "Eyeshadow Palette", "Brow Pencil", "Setting Spray"],
+        [
+            "Lipstick",
+            "Cushion Foundation",
+            "Eyeshadow Palette",
+            "Brow Pencil",
+            "Setting Spray",
+        ],
     ),
     (
         "home",
         "HM",
         1_900,
         29_900,
-        ["Aroma Diffuser", "Linen Cushion", "Ceramic Vase", "Throw Blanket", "Scented Candle"],
+        [
+            "Aroma Diffuser",
+            "Linen Cushion",
+            "Ceramic Vase",
+            "Throw Blanket",
+            "Scented Candle",
+        ],
     ),
     (
         "kitchen",
         "KT",
         1_500,
         19_900,
-        ["Glass Teapot", "Ceramic Mug", "Bamboo Board", "Chef Knife", "Lunch Box"],
+        [
+            "Glass Teapot",
+            "Ceramic Mug",
+            "Bamboo Board",
+            "Chef Knife",
+            "Lunch Box",
+        ],
     ),
     (
         "snacks",
         "SN",
         500,
         6_900,
-        ["Dried Mango", "Roasted Almonds", "Sesame Crisps", "Rice Crackers", "Dark Chocolate"],
+        [
+            "Dried Mango",
+            "Roasted Almonds",
+            "Sesame Crisps",
+            "Rice Crackers",
+            "Dark Chocolate",
+        ],
     ),
     (
         "tea",
         "TE",
         2_800,
         29_800,
-        ["Longjing Green Tea", "Tieguanyin Oolong", "Pu-erh Cake", "Jasmine Tea", "Dianhong Black Tea"],
+        [
+            "Longjing Green Tea",
+            "Tieguanyin Oolong",
+            "Pu-erh Cake",
+            "Jasmine Tea",
+            "Dianhong Black Tea",
+        ],
     ),
     (
         "stationery",
         "ST",
         500,
         4_900,
-        ["Gel Pen Set", "Dot Grid Notebook", "Washi Tape", "Desk Planner", "Fountain Pen"],
+        [
+            "Gel Pen Set",
+            "Dot Grid Notebook",
+            "Washi Tape",
+            "Desk Planner",
+            "Fountain Pen",
+        ],
     ),
 ];
 const EDITIONS: [&str; 4] = ["Classic", "2026 Edition", "Limited", "Gift Box"];
@@ -237,7 +296,13 @@ const CAMPAIGN_SCENES: [&str; 4] = [
     "campaign:spring-launch",
     "campaign:member-day",
 ];
-const COUPON_CAMPAIGNS: [&str; 5] = ["birthday", "member-day", "cny2026", "spring-launch", "win-back"];
+const COUPON_CAMPAIGNS: [&str; 5] = [
+    "birthday",
+    "member-day",
+    "cny2026",
+    "spring-launch",
+    "win-back",
+];
 const CONSENT_PURPOSES: [&str; 3] = ["marketing_sms", "marketing_wechat", "profiling"];
 const TIERS: [&str; 3] = ["silver", "gold", "platinum"];
 const PAGES: [&str; 6] = [
@@ -295,8 +360,7 @@ struct Sku {
 /// The fixed catalog: 10 categories of 20 SKUs, the same for every seed.
 fn catalog() -> Vec<Sku> {
     let mut skus = Vec::with_capacity(CATEGORIES.len() * 20);
-    for (category_index, (category, prefix, low, high, products)) in CATEGORIES.iter().enumerate()
-    {
+    for (category_index, (category, prefix, low, high, products)) in CATEGORIES.iter().enumerate() {
         for (product_index, product) in products.iter().enumerate() {
             for (edition_index, edition) in EDITIONS.iter().enumerate() {
                 let number = product_index * EDITIONS.len() + edition_index;
@@ -521,7 +585,7 @@ impl Generator {
     }
 
     /// Convenience: the first n events.
-    pub fn take(&mut self, n: usize) -> Vec<EventBody> {
+    pub fn take_events(&mut self, n: usize) -> Vec<EventBody> {
         (0..n).map(|_| self.next_event()).collect()
     }
 
@@ -614,7 +678,11 @@ impl Generator {
         if traits.wechat && chance(chunk(h, 4), 20) {
             flags |= WECOM_CONTACT;
         }
-        let points = if registered { (h >> 50) as i64 % 3000 } else { 0 };
+        let points = if registered {
+            (h >> 50) as i64 % 3000
+        } else {
+            0
+        };
         let stored_value = if registered && chance(chunk(h, 5), 20) {
             ((h >> 40) % 50) as i64 * 2_000
         } else {
@@ -816,14 +884,17 @@ impl Generator {
 
     // ---- POS -----------------------------------------------------------------------------------
 
-    /// The next serial of a till on a local business day.
+    /// The next serial of a till on a local business day, as receipts print it: the date, the
+    /// till and a sequence number, so that a serial also names its till and day within a store.
     fn next_serial(&mut self, store: usize, till: usize, day: i64) -> String {
         let counter = &mut self.tills[store * TILLS.len() + till];
         if counter.0 != day {
             *counter = (day, 0);
         }
         counter.1 += 1;
-        format!("{:06}", counter.1)
+        let sequence = counter.1;
+        let (year, month, date) = civil_from_days(day);
+        format!("{year:04}{month:02}{date:02}{}{sequence:06}", till + 1)
     }
 
     /// When a transaction of this till-day reaches the stream: at once, or, for an offline till,
@@ -995,8 +1066,11 @@ impl Generator {
 
         // The CRM books what the sale did to the membership once the sale reaches it.
         if stored_value_used > 0 {
-            let mut event =
-                self.membership_event(MembershipEventType::StoredValueSpent, index, emit_at + SECOND);
+            let mut event = self.membership_event(
+                MembershipEventType::StoredValueSpent,
+                index,
+                emit_at + SECOND,
+            );
             event.amount_minor = Some(stored_value_used);
             event.currency = Some(CURRENCY.to_owned());
             event.store_id = Some(self.stores[store].clone());
@@ -1097,9 +1171,9 @@ impl Generator {
     // ---- e-commerce ----------------------------------------------------------------------------
 
     fn ecom_order(&mut self, t: i64) {
-        let Some(traits) =
-            self.pick_customer_where(|traits, _| traits.wechat || traits.tmall || traits.jd || traits.youzan)
-        else {
+        let Some(traits) = self.pick_customer_where(|traits, _| {
+            traits.wechat || traits.tmall || traits.jd || traits.youzan
+        }) else {
             return self.pos_sale(t);
         };
         let weights = [
@@ -1108,8 +1182,12 @@ impl Generator {
             if traits.jd { 20 } else { 0 },
             if traits.youzan { 10 } else { 0 },
         ];
-        let platform = [Platform::MiniProgram, Platform::Tmall, Platform::Jd, Platform::Youzan]
-            [pick_weighted(&mut self.rng, &weights)];
+        let platform = [
+            Platform::MiniProgram,
+            Platform::Tmall,
+            Platform::Jd,
+            Platform::Youzan,
+        ][pick_weighted(&mut self.rng, &weights)];
         let shop_id = match platform {
             Platform::MiniProgram => "mp-mall",
             Platform::Tmall if self.rng.random_bool(0.8) => "tmall-flagship",
@@ -1328,7 +1406,8 @@ impl Generator {
         let flags = self.state[index as usize].flags;
         match pick_weighted(&mut self.rng, &[14, 20, 5, 8, 8, 45]) {
             0 if flags & FOLLOWING == 0 => {
-                let mut event = self.wechat_event(WechatEventType::Follow, OFFICIAL_ACCOUNT_APP_ID, t);
+                let mut event =
+                    self.wechat_event(WechatEventType::Follow, OFFICIAL_ACCOUNT_APP_ID, t);
                 event.openid = Some(self.openid(OFFICIAL_ACCOUNT_APP_ID, index));
                 if traits.unionid && self.rng.random_bool(0.5) {
                     event.unionid = Some(self.unionid(index));
@@ -1482,7 +1561,8 @@ impl Generator {
             5 => self.spend_stored_value_online(index, traits.home_store, t),
             6 => {
                 let delta = self.rng.random_range(1..=50) * 10;
-                let mut event = self.membership_event(MembershipEventType::PointsAdjusted, index, t);
+                let mut event =
+                    self.membership_event(MembershipEventType::PointsAdjusted, index, t);
                 event.points_delta = Some(delta);
                 event.points_expire_at = Some(t + 365 * DAY);
                 event.reason = Some("customer service goodwill".to_owned());
@@ -1522,7 +1602,8 @@ impl Generator {
         for (purpose_index, purpose) in CONSENT_PURPOSES.iter().enumerate() {
             if self.rng.random_bool(0.6) {
                 at += SECOND;
-                let mut event = self.membership_event(MembershipEventType::ConsentGranted, index, at);
+                let mut event =
+                    self.membership_event(MembershipEventType::ConsentGranted, index, at);
                 event.consent_purpose = Some((*purpose).to_owned());
                 event.consent_channel = Some(channel.to_owned());
                 self.state[index as usize].flags |= 1 << (CONSENT_SHIFT + purpose_index as u8);
@@ -1550,7 +1631,8 @@ impl Generator {
     }
 
     fn top_up(&mut self, index: u32, store: usize, t: i64) {
-        let amount = [10_000, 20_000, 50_000, 100_000][pick_weighted(&mut self.rng, &[40, 30, 20, 10])];
+        let amount =
+            [10_000, 20_000, 50_000, 100_000][pick_weighted(&mut self.rng, &[40, 30, 20, 10])];
         let mut event = self.membership_event(MembershipEventType::StoredValueToppedUp, index, t);
         event.amount_minor = Some(amount);
         event.currency = Some(CURRENCY.to_owned());
@@ -1801,14 +1883,15 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     fn events(n: usize) -> Vec<EventBody> {
-        let seed = std::env::var("KF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
-        Generator::take(&mut Generator::new(GeneratorConfig { seed, ..GeneratorConfig::default() }), n)
+        Generator::new(GeneratorConfig::default()).take_events(n)
     }
 
     /// `YYYY-MM-DDTHH:MM:SS` local Shanghai time as UTC microseconds.
     fn parse_local(text: &str) -> i64 {
         let number = |range: std::ops::Range<usize>| -> i64 {
-            text[range].parse().unwrap_or_else(|_| panic!("bad time `{text}`"))
+            text[range]
+                .parse()
+                .unwrap_or_else(|_| panic!("bad time `{text}`"))
         };
         let days = days_from_civil(number(0..4), number(5..7), number(8..10));
         let seconds = number(11..13) * 3600 + number(14..16) * 60 + number(17..19);
@@ -1855,13 +1938,11 @@ mod tests {
     #[test]
     fn same_seed_same_sequence() {
         assert_eq!(events(2000), events(2000));
-        let other = Generator::take(
-            &mut Generator::new(GeneratorConfig {
-                seed: 8,
-                ..GeneratorConfig::default()
-            }),
-            2000,
-        );
+        let other = Generator::new(GeneratorConfig {
+            seed: 8,
+            ..GeneratorConfig::default()
+        })
+        .take_events(2000);
         assert_ne!(events(2000), other);
     }
 
@@ -1888,7 +1969,9 @@ mod tests {
     fn pos_totals_are_the_sum_of_lines_and_tenders() {
         let mut sales = 0;
         for event in events(20_000) {
-            let EventBody::PosTransaction(t) = event else { continue };
+            let EventBody::PosTransaction(t) = event else {
+                continue;
+            };
             let lines: i64 = t.lines.iter().map(pos_line_net).sum();
             let tenders: i64 = t.tenders.iter().map(|tender| tender.amount_minor).sum();
             assert_eq!(t.total_minor, lines, "{t:?}");
@@ -1903,41 +1986,46 @@ mod tests {
     #[test]
     fn returns_refer_to_earlier_bigger_sales() {
         let all = events(20_000);
-        let mut sales: BTreeMap<(&str, &str), Vec<(i64, i64)>> = BTreeMap::new();
+        // Serials encode date and till, so store and serial name one sale.
+        let mut sales: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
         for event in &all {
             if let EventBody::PosTransaction(t) = event
                 && t.kind == PosTransactionKind::Sale
             {
                 let key = (t.store_id.as_str(), t.serial.as_str());
-                sales
-                    .entry(key)
-                    .or_default()
-                    .push((parse_local(&t.occurred_at_local), t.total_minor));
+                let sale = (parse_local(&t.occurred_at_local), t.total_minor);
+                assert!(sales.insert(key, sale).is_none(), "{key:?} twice");
+                assert_eq!(t.serial.len(), 15);
+                assert_eq!(t.serial[..8], t.business_day.replace('-', ""));
+                assert_eq!(t.serial[8..9], t.till_id[1..]);
             }
         }
         let (mut returns, mut unmatched) = (0, 0);
         for event in &all {
-            let EventBody::PosTransaction(t) = event else { continue };
+            let EventBody::PosTransaction(t) = event else {
+                continue;
+            };
             if t.kind != PosTransactionKind::Return {
                 continue;
             }
             returns += 1;
             let at = parse_local(&t.occurred_at_local);
-            let original = t.original_serial.as_deref().expect("return without original");
+            let original = t
+                .original_serial
+                .as_deref()
+                .expect("return without original");
             // The sale may be in an offline till's batch that is not uploaded yet.
-            let Some(candidates) = sales.get(&(t.store_id.as_str(), original)) else {
+            let Some(&(sold_at, total)) = sales.get(&(t.store_id.as_str(), original)) else {
                 unmatched += 1;
                 continue;
             };
-            assert!(
-                candidates
-                    .iter()
-                    .any(|&(sold_at, total)| sold_at < at && total >= t.total_minor),
-                "{t:?}"
-            );
+            assert!(sold_at < at && total >= t.total_minor, "{t:?}");
         }
         assert!(returns > 50, "{returns} returns");
-        assert!(unmatched * 10 < returns, "{unmatched} of {returns} unmatched");
+        assert!(
+            unmatched * 10 < returns,
+            "{unmatched} of {returns} unmatched"
+        );
     }
 
     #[test]
@@ -1947,7 +2035,10 @@ mod tests {
         for event in events(20_000) {
             match event {
                 EventBody::EcomOrder(o) => {
-                    assert_eq!(o.total_minor, o.items.iter().map(order_item_net).sum::<i64>());
+                    assert_eq!(
+                        o.total_minor,
+                        o.items.iter().map(order_item_net).sum::<i64>()
+                    );
                     orders
                         .entry((o.shop_id, o.order_id))
                         .or_default()
@@ -2022,7 +2113,10 @@ mod tests {
         let mut openids = BTreeSet::new();
         for index in 0..100_000 {
             let phone = generator.phone(index);
-            assert!(Identifier::parse(IdentifierKind::Phone, "86", &phone).is_ok(), "{phone}");
+            assert!(
+                Identifier::parse(IdentifierKind::Phone, "86", &phone).is_ok(),
+                "{phone}"
+            );
             assert!(phones.insert(phone));
             let card = generator.member_card(index);
             assert_eq!(card.len(), 9);
@@ -2060,8 +2154,8 @@ mod tests {
             // Nobody else in the population has the replacement number.
             let spare_base = u64::from(customers).div_ceil(prefixes);
             let suffix = phone[3..].parse::<u64>().expect("digits");
-            let replacement_slot = (suffix + EIGHT_DIGITS - offset) % EIGHT_DIGITS * inverse
-                % EIGHT_DIGITS;
+            let replacement_slot =
+                (suffix + EIGHT_DIGITS - offset) % EIGHT_DIGITS * inverse % EIGHT_DIGITS;
             assert!(replacement_slot >= spare_base);
         }
     }
@@ -2081,7 +2175,13 @@ mod tests {
                     assert_eq!(t.time_zone, None);
                     assert_eq!(t.occurred_at_local.len(), 19);
                     assert_eq!(&t.occurred_at_local[..10], t.business_day);
-                    for s in [&t.brand, &t.store_id, &t.till_id, &t.serial, &t.business_day] {
+                    for s in [
+                        &t.brand,
+                        &t.store_id,
+                        &t.till_id,
+                        &t.serial,
+                        &t.business_day,
+                    ] {
                         assert!(required(s));
                     }
                     assert!(t.total_minor >= 0);
@@ -2097,7 +2197,11 @@ mod tests {
                     assert_eq!(o.currency, CURRENCY);
                     assert!(o.total_minor >= 0 && o.paid_minor >= 0);
                     assert!(required(&o.order_id) && required(&o.shop_id));
-                    assert!(o.items.iter().all(|i| i.quantity >= 1 && order_item_net(i) >= 0));
+                    assert!(
+                        o.items
+                            .iter()
+                            .all(|i| i.quantity >= 1 && order_item_net(i) >= 0)
+                    );
                     if o.platform == Platform::MiniProgram {
                         assert_eq!(o.buyer.wechat_app_id.as_deref(), Some(MINI_PROGRAM_APP_ID));
                         assert!(o.buyer.wechat_openid.is_some());
@@ -2141,8 +2245,16 @@ mod tests {
         let all = events(20_000);
         let count = |family: EventFamily| all.iter().filter(|e| e.family() == family).count();
         let pos = count(EventFamily::PosTransaction);
-        for family in [EventFamily::EcomOrder, EventFamily::Wechat, EventFamily::Membership] {
-            assert!(pos > count(family), "pos {pos} vs {family} {}", count(family));
+        for family in [
+            EventFamily::EcomOrder,
+            EventFamily::Wechat,
+            EventFamily::Membership,
+        ] {
+            assert!(
+                pos > count(family),
+                "pos {pos} vs {family} {}",
+                count(family)
+            );
         }
         let junk = all.iter().filter(|e| has_junk(e)).count();
         let share = junk as f64 / all.len() as f64;
@@ -2170,8 +2282,12 @@ mod tests {
         let identified = sales
             .iter()
             .filter(|t| {
-                t.member_card.as_deref().is_some_and(|c| !JUNK_MEMBER_CARDS.contains(&c))
-                    || t.phone.as_deref().is_some_and(|p| !JUNK_PHONES.contains(&p))
+                t.member_card
+                    .as_deref()
+                    .is_some_and(|c| !JUNK_MEMBER_CARDS.contains(&c))
+                    || t.phone
+                        .as_deref()
+                        .is_some_and(|p| !JUNK_PHONES.contains(&p))
             })
             .count();
         let share = identified as f64 / sales.len() as f64;
@@ -2180,7 +2296,7 @@ mod tests {
 
     #[test]
     fn some_pos_uploads_arrive_late() {
-        let mut latest = i64::MIN;
+        let mut latest = GeneratorConfig::default().start_micros;
         let (mut pos, mut late) = (0usize, 0usize);
         for event in events(20_000) {
             let at = event_time(&event);
@@ -2222,7 +2338,7 @@ mod tests {
             days: 2,
             ..GeneratorConfig::default()
         });
-        let all = Generator::take(&mut generator, 5_000);
+        let all = generator.take_events(5_000);
         let ids: BTreeSet<_> = all.iter().map(EventBody::event_id).collect();
         assert_eq!(ids.len(), all.len());
         let last = all.iter().map(event_time).max().unwrap_or_default();
@@ -2234,12 +2350,17 @@ mod tests {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2026, 1, 1), 20_454);
         assert_eq!(format_date(days_from_civil(2024, 2, 29)), "2024-02-29");
-        assert_eq!(format_local_time(DAY + 3 * HOUR + 4 * MINUTE + 5 * SECOND), "1970-01-02T03:04:05");
-        assert_eq!(GeneratorConfig::default().start_micros, 1_767_225_600_000_000);
+        assert_eq!(
+            format_local_time(DAY + 3 * HOUR + 4 * MINUTE + 5 * SECOND),
+            "1970-01-02T03:04:05"
+        );
+        assert_eq!(
+            GeneratorConfig::default().start_micros,
+            1_767_225_600_000_000
+        );
         for day in -800..80_000 {
             let (y, m, d) = civil_from_days(day);
             assert_eq!(days_from_civil(y, m, d), day);
         }
     }
 }
-

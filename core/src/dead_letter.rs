@@ -59,7 +59,10 @@ mod serde_bytes_compat {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
                 Ok(v.as_bytes().to_vec())
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
                 let mut bytes = Vec::new();
                 while let Some(byte) = seq.next_element::<u8>()? {
                     bytes.push(byte);

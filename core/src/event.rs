@@ -11,7 +11,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// The namespace of Kinfold's name-based (v5) event ids. Changing it changes every id.
-const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b69_6e66_6f6c_6400_8000_0000_0000_0001);
+const EVENT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6b69_6e66_6f6c_6400_8000_0000_0000_0001);
 
 /// A deterministic event id: UUID v5 of the family and the source's natural key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -200,7 +200,11 @@ fn normalise_phone(default_country: &str, raw: &str) -> Result<Identifier, JunkI
             '0'..='9' => digits.push(c),
             '+' if position == 0 => has_plus = true,
             ' ' | '-' | '(' | ')' | '.' => {}
-            _ => return Err(JunkIdentifier::Malformed("phone has characters other than digits")),
+            _ => {
+                return Err(JunkIdentifier::Malformed(
+                    "phone has characters other than digits",
+                ));
+            }
         }
     }
     if digits.bytes().all(|b| b == b'0') {
@@ -212,7 +216,9 @@ fn normalise_phone(default_country: &str, raw: &str) -> Result<Identifier, JunkI
         rest.to_owned()
     } else {
         if default_country.is_empty() || !default_country.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(JunkIdentifier::Malformed("phone without country code and no default"));
+            return Err(JunkIdentifier::Malformed(
+                "phone without country code and no default",
+            ));
         }
         let national = digits.strip_prefix('0').unwrap_or(&digits);
         format!("{default_country}{national}")
@@ -220,12 +226,16 @@ fn normalise_phone(default_country: &str, raw: &str) -> Result<Identifier, JunkI
     let country = if let Some(national) = international.strip_prefix("86") {
         // Mainland China mobile numbers: 11 digits starting with 1.
         if national.len() != 11 || !national.starts_with('1') {
-            return Err(JunkIdentifier::Malformed("not a mainland china mobile number"));
+            return Err(JunkIdentifier::Malformed(
+                "not a mainland china mobile number",
+            ));
         }
         "86"
     } else {
         if !(8..=15).contains(&international.len()) {
-            return Err(JunkIdentifier::Malformed("phone length outside e.164 limits"));
+            return Err(JunkIdentifier::Malformed(
+                "phone length outside e.164 limits",
+            ));
         }
         country_code_of(&international)
     };
@@ -301,13 +311,22 @@ mod tests {
 
     #[test]
     fn junk_phones_are_refused() {
-        assert_eq!(phone("null"), Err(JunkIdentifier::Placeholder("null".into())));
+        assert_eq!(
+            phone("null"),
+            Err(JunkIdentifier::Placeholder("null".into()))
+        );
         assert_eq!(phone("0"), Err(JunkIdentifier::AllZeros));
         assert_eq!(phone("00000000000"), Err(JunkIdentifier::AllZeros));
         assert_eq!(phone("13800138000"), Err(JunkIdentifier::TestValue));
         assert_eq!(phone("11111111111"), Err(JunkIdentifier::TestValue));
-        assert!(matches!(phone("1391234"), Err(JunkIdentifier::Malformed(_))));
-        assert!(matches!(phone("139abc45678"), Err(JunkIdentifier::Malformed(_))));
+        assert!(matches!(
+            phone("1391234"),
+            Err(JunkIdentifier::Malformed(_))
+        ));
+        assert!(matches!(
+            phone("139abc45678"),
+            Err(JunkIdentifier::Malformed(_))
+        ));
     }
 
     #[test]

@@ -6,13 +6,14 @@ use crate::error::Rejection;
 use crate::metrics;
 use crate::model::{canonicalise, decode_framed, decode_json_event};
 use crate::writer::Submission;
+use kinfold_core::DeadLetter;
 use kinfold_core::event::EventBody;
 use kinfold_core::time::Clock;
-use kinfold_core::DeadLetter;
 use kinfold_schemas::SchemaRegistry;
 use std::sync::Arc;
 
-const DEAD_LETTER_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b69_6e66_6f6c_6400_8000_0000_0000_0002);
+const DEAD_LETTER_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6b69_6e66_6f6c_6400_8000_0000_0000_0002);
 
 /// Where an input came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,12 +79,20 @@ impl Intake {
     pub fn avro(&self, bytes: &[u8], origin: &Origin) -> Submission {
         match decode_framed(bytes, &self.registry) {
             Ok((body, schema_id)) => self.record(body, bytes, origin, Some(schema_id)),
-            Err((rejection, schema_id)) => self.reject(bytes, rejection, origin, schema_id, "unknown"),
+            Err((rejection, schema_id)) => {
+                self.reject(bytes, rejection, origin, schema_id, "unknown")
+            }
         }
     }
 
     /// A record already decoded (by an importer); `payload` is what to keep if it is rejected.
-    pub fn record(&self, body: EventBody, payload: &[u8], origin: &Origin, schema_id: Option<u32>) -> Submission {
+    pub fn record(
+        &self,
+        body: EventBody,
+        payload: &[u8],
+        origin: &Origin,
+        schema_id: Option<u32>,
+    ) -> Submission {
         let source = body.family().as_str();
         match canonicalise(body, &origin.label, self.clock.now_micros(), &self.limits) {
             Ok(canonicalised) => {
@@ -125,7 +134,9 @@ impl Intake {
         name.push(0);
         name.extend_from_slice(payload);
         let letter = DeadLetter {
-            dead_letter_id: uuid::Uuid::new_v5(&DEAD_LETTER_NAMESPACE, &name).hyphenated().to_string(),
+            dead_letter_id: uuid::Uuid::new_v5(&DEAD_LETTER_NAMESPACE, &name)
+                .hyphenated()
+                .to_string(),
             received_at: self.clock.now_micros(),
             channel: origin.channel.clone(),
             source_topic: origin.source_topic.clone(),

@@ -9,11 +9,27 @@ pub const APPEND_LATENCY: &str = "kinfold_log_append_seconds";
 
 /// Describes the metrics to the installed recorder.
 pub fn describe() {
-    metrics::describe_counter!(EVENTS_ACCEPTED, "events appended to the canonical log, by source");
-    metrics::describe_counter!(EVENTS_DUPLICATE, "events recognised as already in the canonical log");
-    metrics::describe_counter!(EVENTS_REJECTED, "inputs sent to the dead-letter log, by source and reason");
-    metrics::describe_counter!(IDENTIFIERS_DROPPED, "junk identifiers dropped from kept events");
-    metrics::describe_histogram!(APPEND_LATENCY, metrics::Unit::Seconds, "time to append a batch durably");
+    metrics::describe_counter!(
+        EVENTS_ACCEPTED,
+        "events appended to the canonical log, by source"
+    );
+    metrics::describe_counter!(
+        EVENTS_DUPLICATE,
+        "events recognised as already in the canonical log"
+    );
+    metrics::describe_counter!(
+        EVENTS_REJECTED,
+        "inputs sent to the dead-letter log, by source and reason"
+    );
+    metrics::describe_counter!(
+        IDENTIFIERS_DROPPED,
+        "junk identifiers dropped from kept events"
+    );
+    metrics::describe_histogram!(
+        APPEND_LATENCY,
+        metrics::Unit::Seconds,
+        "time to append a batch durably"
+    );
 }
 
 pub fn accepted(source: &'static str) {
@@ -25,7 +41,8 @@ pub fn duplicate(source: &'static str) {
 }
 
 pub fn rejected(source: &'static str, reason_code: &str) {
-    metrics::counter!(EVENTS_REJECTED, "source" => source, "reason" => reason_code.to_owned()).increment(1);
+    metrics::counter!(EVENTS_REJECTED, "source" => source, "reason" => reason_code.to_owned())
+        .increment(1);
 }
 
 pub fn identifier_dropped(kind: &'static str, why: &'static str) {

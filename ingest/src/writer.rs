@@ -125,7 +125,8 @@ impl IngestWriter {
         registry: &SchemaRegistry,
         topics: Topics,
     ) -> Result<Self, WriterError> {
-        log.ensure_topic(&topics.canonical, topics.canonical_partitions).await?;
+        log.ensure_topic(&topics.canonical, topics.canonical_partitions)
+            .await?;
         log.ensure_topic(&topics.dlq, topics.dlq_partitions).await?;
         let task = WriterTask {
             canonical_schema_id: registry.latest_id(CANONICAL_SUBJECT)?,
@@ -144,7 +145,10 @@ impl IngestWriter {
 
     /// Writes `submissions`; answers once each is durable (or recognised as a duplicate), in
     /// the order given.
-    pub async fn submit(&self, submissions: Vec<Submission>) -> Result<Vec<IngestOutcome>, WriterError> {
+    pub async fn submit(
+        &self,
+        submissions: Vec<Submission>,
+    ) -> Result<Vec<IngestOutcome>, WriterError> {
         if submissions.is_empty() {
             return Ok(Vec::new());
         }
@@ -199,7 +203,8 @@ impl WriterTask {
                     tracing::error!(error = %error, "ingest round failed; nothing of it is acknowledged");
                     let message = error.to_string();
                     for reply in replies {
-                        let _ = reply.send(Err(WriterError::Log(LogError::Storage(message.clone()))));
+                        let _ =
+                            reply.send(Err(WriterError::Log(LogError::Storage(message.clone()))));
                     }
                 }
             }
@@ -214,7 +219,10 @@ impl WriterTask {
             .is_some())
     }
 
-    async fn write_round(&self, submissions: &[Submission]) -> Result<Vec<IngestOutcome>, WriterError> {
+    async fn write_round(
+        &self,
+        submissions: &[Submission],
+    ) -> Result<Vec<IngestOutcome>, WriterError> {
         let mut plans = Vec::with_capacity(submissions.len());
         let mut first_in_round: HashMap<(u8, [u8; 16]), usize> = HashMap::new();
         let mut canonical_records = Vec::new();
@@ -264,16 +272,21 @@ impl WriterTask {
                 } else {
                     dead_letter_positions[*index]
                 };
-                entries.entry(seen_partition(*tag, id)).or_default().push(KvMutation::Put {
-                    clustering_key: Bytes::copy_from_slice(id),
-                    value: location_value(position.partition, position.offset),
-                });
+                entries
+                    .entry(seen_partition(*tag, id))
+                    .or_default()
+                    .push(KvMutation::Put {
+                        clustering_key: Bytes::copy_from_slice(id),
+                        value: location_value(position.partition, position.offset),
+                    });
                 let end = ends.entry((*tag, position.partition)).or_default();
                 *end = (*end).max(position.offset + 1);
             }
         }
         for (partition_key, mutations) in entries {
-            self.kv.apply(SEEN_TABLE, &partition_key, mutations, false).await?;
+            self.kv
+                .apply(SEEN_TABLE, &partition_key, mutations, false)
+                .await?;
         }
         let position_updates: Vec<KvMutation> = ends
             .into_iter()
@@ -283,7 +296,9 @@ impl WriterTask {
             })
             .collect();
         if !position_updates.is_empty() {
-            self.kv.apply(SEEN_TABLE, POSITIONS, position_updates, false).await?;
+            self.kv
+                .apply(SEEN_TABLE, POSITIONS, position_updates, false)
+                .await?;
         }
 
         let mut outcomes: Vec<IngestOutcome> = Vec::with_capacity(plans.len());
@@ -323,15 +338,27 @@ impl WriterTask {
         Ok(match &submission.item {
             Ok(event) => OutgoingRecord {
                 key: Some(Bytes::from(event.event_id.to_string())),
-                value: Bytes::from(frame(self.canonical_schema_id, &self.codecs.encode_canonical(event)?)),
-                headers: vec![("event_type".to_owned(), Bytes::from(event.event_type.clone()))],
+                value: Bytes::from(frame(
+                    self.canonical_schema_id,
+                    &self.codecs.encode_canonical(event)?,
+                )),
+                headers: vec![(
+                    "event_type".to_owned(),
+                    Bytes::from(event.event_type.clone()),
+                )],
                 timestamp_millis: event.receive_time / 1000,
                 partition: None,
             },
             Err(letter) => OutgoingRecord {
                 key: Some(Bytes::from(letter.dead_letter_id.clone())),
-                value: Bytes::from(frame(self.dead_letter_schema_id, &self.codecs.encode_dead_letter(letter)?)),
-                headers: vec![("reason_code".to_owned(), Bytes::from(letter.reason_code.clone()))],
+                value: Bytes::from(frame(
+                    self.dead_letter_schema_id,
+                    &self.codecs.encode_dead_letter(letter)?,
+                )),
+                headers: vec![(
+                    "reason_code".to_owned(),
+                    Bytes::from(letter.reason_code.clone()),
+                )],
                 timestamp_millis: letter.received_at / 1000,
                 partition: None,
             },
@@ -360,12 +387,19 @@ impl WriterTask {
                 .get(SEEN_TABLE, POSITIONS, &position_key(tag, partition))
                 .await?;
             let mut next = match stored {
-                Some(bytes) => u64::from_be_bytes(bytes[..].try_into().map_err(|_| WriterError::CorruptIndex)?),
+                Some(bytes) => u64::from_be_bytes(
+                    bytes[..]
+                        .try_into()
+                        .map_err(|_| WriterError::CorruptIndex)?,
+                ),
                 None => 0,
             };
             let (_, end) = self.log.watermarks(&topic, partition).await?;
             while next < end {
-                let records = self.log.read(&topic, partition, next, CATCH_UP_CHUNK).await?;
+                let records = self
+                    .log
+                    .read(&topic, partition, next, CATCH_UP_CHUNK)
+                    .await?;
                 let Some(last) = records.last() else {
                     break;
                 };
@@ -378,13 +412,18 @@ impl WriterTask {
                         .and_then(|key| std::str::from_utf8(key).ok())
                         .and_then(id_bytes)
                         .ok_or(WriterError::CorruptIndex)?;
-                    entries.entry(seen_partition(tag, &id)).or_default().push(KvMutation::Put {
-                        clustering_key: Bytes::copy_from_slice(&id),
-                        value: location_value(partition, record.offset),
-                    });
+                    entries
+                        .entry(seen_partition(tag, &id))
+                        .or_default()
+                        .push(KvMutation::Put {
+                            clustering_key: Bytes::copy_from_slice(&id),
+                            value: location_value(partition, record.offset),
+                        });
                 }
                 for (partition_key, mutations) in entries {
-                    self.kv.apply(SEEN_TABLE, &partition_key, mutations, false).await?;
+                    self.kv
+                        .apply(SEEN_TABLE, &partition_key, mutations, false)
+                        .await?;
                 }
                 caught_up += records.len();
                 next = last_offset + 1;
@@ -402,7 +441,11 @@ impl WriterTask {
             }
         }
         if caught_up > 0 {
-            tracing::info!(topic, records = caught_up, "indexed records the seen-index had not recorded");
+            tracing::info!(
+                topic,
+                records = caught_up,
+                "indexed records the seen-index had not recorded"
+            );
         }
         Ok(())
     }

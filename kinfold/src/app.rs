@@ -3,7 +3,7 @@
 use crate::config::Config;
 use anyhow::Context;
 use kinfold_core::time::SystemClock;
-use kinfold_ingest::{Intake, IngestWriter};
+use kinfold_ingest::{IngestWriter, Intake};
 use kinfold_schemas::{Catalog, SchemaRegistry};
 use kinfold_storage::{Backends, resolve};
 use std::sync::Arc;
@@ -44,7 +44,11 @@ impl App {
         )
         .await
         .context("cannot start the ingest writer")?;
-        let intake = Intake::new(registry.clone(), config.ingest.clone(), Arc::new(SystemClock));
+        let intake = Intake::new(
+            registry.clone(),
+            config.ingest.clone(),
+            Arc::new(SystemClock),
+        );
         Ok(Self {
             config: Arc::new(config),
             backends,

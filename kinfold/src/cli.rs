@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "kinfold", version, about = "customer data platform for retail: every channel's events, one customer")]
+#[command(
+    name = "kinfold",
+    version,
+    about = "customer data platform for retail: every channel's events, one customer"
+)]
 pub struct Cli {
     /// A TOML configuration file (see `kinfold config print` for every key).
     #[arg(long, global = true, env = "KINFOLD_CONFIG")]

@@ -88,8 +88,11 @@ mod tests {
     fn layers_override_in_order() {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("kinfold.toml");
-        std::fs::write(&file, "[http]\naddr = \"0.0.0.0:9000\"\n[grpc]\naddr = \"0.0.0.0:9001\"\n")
-            .expect("write config");
+        std::fs::write(
+            &file,
+            "[http]\naddr = \"0.0.0.0:9000\"\n[grpc]\naddr = \"0.0.0.0:9001\"\n",
+        )
+        .expect("write config");
         let flags = FlagOverrides {
             grpc: Some(AddrConfig {
                 addr: "127.0.0.1:7000".into(),

@@ -134,11 +134,9 @@ impl Catalog {
             }
             for (index, candidate) in parsed.iter().enumerate().skip(1) {
                 let previous: Vec<&apache_avro::Schema> = parsed[..index].iter().collect();
-                for reason in incompatibilities(
-                    CompatibilityLevel::BackwardTransitive,
-                    candidate,
-                    &previous,
-                ) {
+                for reason in
+                    incompatibilities(CompatibilityLevel::BackwardTransitive, candidate, &previous)
+                {
                     problems.push(format!("{} v{}: {reason}", entry.subject, index + 1));
                 }
             }
@@ -196,7 +194,9 @@ mod tests {
         pos.versions.push(v3.to_string());
         let problems = catalog.problems();
         assert!(
-            problems.iter().any(|p| p.contains("pos.transactions-value v3")),
+            problems
+                .iter()
+                .any(|p| p.contains("pos.transactions-value v3")),
             "{problems:?}"
         );
     }
@@ -215,7 +215,8 @@ mod freeze {
             return;
         }
         let composed = Catalog::embedded().composed_canonical().expect("composes");
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("avro/events.canonical-value/v1.avsc");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("avro/events.canonical-value/v1.avsc");
         let text = serde_json::to_string_pretty(&composed).expect("json") + "\n";
         std::fs::write(path, text).expect("writes the frozen canonical schema");
     }

@@ -74,7 +74,9 @@ pub fn decode_family(
             .map_err(|error| DecodeError::Avro(error.to_string()))
     }
     Ok(match family {
-        EventFamily::PosTransaction => EventBody::PosTransaction(read::<PosTransaction>(datum, writer)?),
+        EventFamily::PosTransaction => {
+            EventBody::PosTransaction(read::<PosTransaction>(datum, writer)?)
+        }
         EventFamily::EcomOrder => EventBody::EcomOrder(read::<EcomOrder>(datum, writer)?),
         EventFamily::EcomRefund => EventBody::EcomRefund(read::<EcomRefund>(datum, writer)?),
         EventFamily::Wechat => EventBody::Wechat(read::<WechatEvent>(datum, writer)?),
@@ -84,7 +86,8 @@ pub fn decode_family(
 
 fn encode<T: serde::Serialize>(value: &T, schema: &FastSchema) -> Result<Vec<u8>, EncodeError> {
     let mut config = serde_avro_fast::ser::SerializerConfig::new(schema);
-    serde_avro_fast::to_datum_vec(value, &mut config).map_err(|error| EncodeError(error.to_string()))
+    serde_avro_fast::to_datum_vec(value, &mut config)
+        .map_err(|error| EncodeError(error.to_string()))
 }
 
 fn parse(subject: &str, text: &str) -> FastSchema {
@@ -149,7 +152,11 @@ impl Codecs {
     }
 
     /// Decodes a family record written with its current schema.
-    pub fn decode_family(&self, family: EventFamily, datum: &[u8]) -> Result<EventBody, DecodeError> {
+    pub fn decode_family(
+        &self,
+        family: EventFamily,
+        datum: &[u8],
+    ) -> Result<EventBody, DecodeError> {
         decode_family(family, datum, self.family_schema(family))
     }
 
@@ -184,7 +191,8 @@ fn decode_framed_with<T: serde::de::DeserializeOwned>(
     let writer = registry
         .schema_by_id(schema_id)
         .ok_or(DecodeError::UnknownSchemaId(schema_id))?;
-    serde_avro_fast::from_datum_slice(datum, &writer.fast).map_err(|error| DecodeError::Avro(error.to_string()))
+    serde_avro_fast::from_datum_slice(datum, &writer.fast)
+        .map_err(|error| DecodeError::Avro(error.to_string()))
 }
 
 /// Decodes a framed canonical event, whatever version of the canonical schema wrote it.

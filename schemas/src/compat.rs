@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn levels_parse_from_registry_names() {
-        assert_eq!("full_transitive".parse(), Ok(CompatibilityLevel::FullTransitive));
+        assert_eq!(
+            "full_transitive".parse(),
+            Ok(CompatibilityLevel::FullTransitive)
+        );
         assert!("sideways".parse::<CompatibilityLevel>().is_err());
     }
 }

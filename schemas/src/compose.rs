@@ -12,7 +12,10 @@ pub fn canonical_schema(families: &[Value]) -> Value {
         .iter()
         .map(|family| dedupe_named_types(family.clone(), None, &mut defined))
         .collect();
-    let kinds: Vec<&str> = IdentifierKind::ALL.iter().map(|kind| kind.as_str()).collect();
+    let kinds: Vec<&str> = IdentifierKind::ALL
+        .iter()
+        .map(|kind| kind.as_str())
+        .collect();
     json!({
         "type": "record",
         "name": "CanonicalEvent",
@@ -45,7 +48,11 @@ fn dedupe_named_types(
 ) -> Value {
     match schema {
         Value::Object(mut object) => {
-            let kind = object.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let kind = object
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             let is_named = matches!(kind.as_str(), "record" | "enum" | "fixed");
             let namespace = object
                 .get("namespace")

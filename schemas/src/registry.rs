@@ -121,8 +121,8 @@ pub struct SubjectVersion {
 
 /// Whitespace and key order do not make a schema different.
 fn normalise(text: &str) -> Result<String, RegistryError> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|error| RegistryError::InvalidSchema(error.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|error| RegistryError::InvalidSchema(error.to_string()))?;
     Ok(value.to_string())
 }
 
@@ -157,20 +157,33 @@ impl SchemaRegistry {
     /// Opens the registry stored in `store`, loading every schema into memory.
     pub async fn open(store: Arc<dyn KvStore>) -> Result<Self, RegistryError> {
         let mut state = RegistryState::default();
-        for row in store.scan_partition(TABLE, SCHEMAS, &[], usize::MAX).await? {
+        for row in store
+            .scan_partition(TABLE, SCHEMAS, &[], usize::MAX)
+            .await?
+        {
             let id_bytes: [u8; 4] = row.clustering_key[..]
                 .try_into()
                 .map_err(|_| storage_error("schema id"))?;
             let id = u32::from_be_bytes(id_bytes);
-            let text = String::from_utf8(row.value.to_vec()).map_err(|_| storage_error("schema text"))?;
+            let text =
+                String::from_utf8(row.value.to_vec()).map_err(|_| storage_error("schema text"))?;
             state.id_by_normalised.insert(normalise(&text)?, id);
             state.schemas.insert(id, Arc::new(parse_schema(id, &text)?));
         }
-        for row in store.scan_partition(TABLE, SUBJECTS, &[], usize::MAX).await? {
+        for row in store
+            .scan_partition(TABLE, SUBJECTS, &[], usize::MAX)
+            .await?
+        {
             let key = &row.clustering_key[..];
-            let split = key.len().checked_sub(5).ok_or_else(|| storage_error("subject key"))?;
-            let subject = std::str::from_utf8(&key[..split]).map_err(|_| storage_error("subject"))?;
-            let id_bytes: [u8; 4] = row.value[..].try_into().map_err(|_| storage_error("subject id"))?;
+            let split = key
+                .len()
+                .checked_sub(5)
+                .ok_or_else(|| storage_error("subject key"))?;
+            let subject =
+                std::str::from_utf8(&key[..split]).map_err(|_| storage_error("subject"))?;
+            let id_bytes: [u8; 4] = row.value[..]
+                .try_into()
+                .map_err(|_| storage_error("subject id"))?;
             state
                 .subjects
                 .entry(subject.to_owned())
@@ -196,11 +209,15 @@ impl SchemaRegistry {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, RegistryState> {
-        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, RegistryState> {
-        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The schema with `id`, without I/O.
@@ -278,9 +295,14 @@ impl SchemaRegistry {
                 .get(&normalised)
                 .ok_or_else(|| RegistryError::SchemaNotFound("under this subject".to_owned()))?;
             if !ids.contains(&id) {
-                return Err(RegistryError::SchemaNotFound("under this subject".to_owned()));
+                return Err(RegistryError::SchemaNotFound(
+                    "under this subject".to_owned(),
+                ));
             }
-            ids.iter().position(|candidate| *candidate == id).unwrap_or_default() as u32 + 1
+            ids.iter()
+                .position(|candidate| *candidate == id)
+                .unwrap_or_default() as u32
+                + 1
         };
         self.version(subject, &id.to_string())
     }
@@ -345,11 +367,16 @@ impl SchemaRegistry {
                 state
                     .subjects
                     .get(subject)
-                    .map(|ids| ids.iter().filter_map(|id| state.schemas.get(id).cloned()).collect())
+                    .map(|ids| {
+                        ids.iter()
+                            .filter_map(|id| state.schemas.get(id).cloned())
+                            .collect()
+                    })
                     .unwrap_or_default()
             }
         };
-        let previous: Vec<&apache_avro::Schema> = previous.iter().map(|schema| &schema.avro).collect();
+        let previous: Vec<&apache_avro::Schema> =
+            previous.iter().map(|schema| &schema.avro).collect();
         Ok(incompatibilities(level, &candidate.avro, &previous))
     }
 
@@ -410,7 +437,11 @@ impl SchemaRegistry {
                 true,
             )
             .await?;
-        self.write().subjects.entry(subject.to_owned()).or_default().push(id);
+        self.write()
+            .subjects
+            .entry(subject.to_owned())
+            .or_default()
+            .push(id);
         Ok(id)
     }
 

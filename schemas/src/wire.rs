@@ -54,7 +54,10 @@ mod tests {
     #[test]
     fn bad_frames_say_why() {
         assert_eq!(parse_frame(&[]), Err(FrameError::Empty));
-        assert_eq!(parse_frame(&[1, 0, 0, 0, 1]), Err(FrameError::BadMagicByte(1)));
+        assert_eq!(
+            parse_frame(&[1, 0, 0, 0, 1]),
+            Err(FrameError::BadMagicByte(1))
+        );
         assert_eq!(parse_frame(&[0, 0, 1]), Err(FrameError::TruncatedHeader(3)));
     }
 }

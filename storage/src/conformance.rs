@@ -38,7 +38,9 @@ pub async fn run(name: &str, log: Arc<dyn EventLog>, prefix: &str) {
         "appends_read_back_in_order" => appends_read_back_in_order(log, prefix).await,
         "keys_pick_partitions_like_kafka" => keys_pick_partitions_like_kafka(log, prefix).await,
         "reads_stop_at_the_end" => reads_stop_at_the_end(log, prefix).await,
-        "group_positions_are_kept_per_group" => group_positions_are_kept_per_group(log, prefix).await,
+        "group_positions_are_kept_per_group" => {
+            group_positions_are_kept_per_group(log, prefix).await
+        }
         "concurrent_appends_stay_dense" => concurrent_appends_stay_dense(log, prefix).await,
         other => panic!("no conformance check named {other}"),
     }
@@ -52,12 +54,25 @@ pub async fn topics_are_created_explicitly(log: Arc<dyn EventLog>, prefix: &str)
         log.append(&topic, vec![record("k", "v")]).await,
         Err(LogError::UnknownTopic(_))
     ));
-    let spec = log.ensure_topic(&topic, 3).await.expect("creates the topic");
+    let spec = log
+        .ensure_topic(&topic, 3)
+        .await
+        .expect("creates the topic");
     assert_eq!(spec.partitions, 3);
-    assert_eq!(log.ensure_topic(&topic, 3).await.expect("idempotent").partitions, 3);
+    assert_eq!(
+        log.ensure_topic(&topic, 3)
+            .await
+            .expect("idempotent")
+            .partitions,
+        3
+    );
     assert!(matches!(
         log.ensure_topic(&topic, 4).await,
-        Err(LogError::PartitionCountMismatch { existing: 3, requested: 4, .. })
+        Err(LogError::PartitionCountMismatch {
+            existing: 3,
+            requested: 4,
+            ..
+        })
     ));
     assert_eq!(log.partitions(&topic).await.expect("partitions"), 3);
     assert!(matches!(
@@ -96,8 +111,14 @@ pub async fn appends_read_back_in_order(log: Arc<dyn EventLog>, prefix: &str) {
     assert_eq!(records[0].headers, first[0].headers);
     assert_eq!(records[0].timestamp_millis, first[0].timestamp_millis);
     assert_eq!(records[5].value, Bytes::from_static(b"b0"));
-    let middle = log.read(&topic, 0, 2, 2).await.expect("read from the middle");
-    assert_eq!(middle.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![2, 3]);
+    let middle = log
+        .read(&topic, 0, 2, 2)
+        .await
+        .expect("read from the middle");
+    assert_eq!(
+        middle.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
 }
 
 /// A keyed record lands where Kafka's default partitioner puts it; an explicit partition wins.
@@ -108,7 +129,11 @@ pub async fn keys_pick_partitions_like_kafka(log: Arc<dyn EventLog>, prefix: &st
     let records: Vec<OutgoingRecord> = keys.iter().map(|key| record(key, key)).collect();
     let positions = log.append(&topic, records).await.expect("append");
     for (key, position) in keys.iter().zip(&positions) {
-        assert_eq!(position.partition, partition_for_key(key.as_bytes(), 6), "key {key}");
+        assert_eq!(
+            position.partition,
+            partition_for_key(key.as_bytes(), 6),
+            "key {key}"
+        );
     }
     let mut explicit = record("customer-0", "pinned");
     explicit.partition = Some(5);
@@ -133,7 +158,12 @@ pub async fn reads_stop_at_the_end(log: Arc<dyn EventLog>, prefix: &str) {
     log.append(&topic, records).await.expect("append");
     assert_eq!(log.watermarks(&topic, 1).await.expect("watermarks").1, 3);
     assert_eq!(log.watermarks(&topic, 0).await.expect("watermarks").1, 0);
-    assert!(log.read(&topic, 1, 3, 10).await.expect("read at end").is_empty());
+    assert!(
+        log.read(&topic, 1, 3, 10)
+            .await
+            .expect("read at end")
+            .is_empty()
+    );
     assert!(matches!(
         log.read(&topic, 1, 4, 10).await,
         Err(LogError::OffsetOutOfRange { .. })
@@ -153,14 +183,29 @@ pub async fn group_positions_are_kept_per_group(log: Arc<dyn EventLog>, prefix: 
         records.push(pinned);
     }
     log.append(&topic, records).await.expect("append");
-    assert_eq!(log.committed(&group_a, &topic, 0).await.expect("committed"), None);
+    assert_eq!(
+        log.committed(&group_a, &topic, 0).await.expect("committed"),
+        None
+    );
     log.commit(&group_a, &topic, 0, 3).await.expect("commit");
     log.commit(&group_b, &topic, 0, 1).await.expect("commit");
-    assert_eq!(log.committed(&group_a, &topic, 0).await.expect("committed"), Some(3));
-    assert_eq!(log.committed(&group_b, &topic, 0).await.expect("committed"), Some(1));
-    assert_eq!(log.committed(&group_a, &topic, 1).await.expect("committed"), None);
+    assert_eq!(
+        log.committed(&group_a, &topic, 0).await.expect("committed"),
+        Some(3)
+    );
+    assert_eq!(
+        log.committed(&group_b, &topic, 0).await.expect("committed"),
+        Some(1)
+    );
+    assert_eq!(
+        log.committed(&group_a, &topic, 1).await.expect("committed"),
+        None
+    );
     log.commit(&group_a, &topic, 0, 4).await.expect("commit");
-    assert_eq!(log.committed(&group_a, &topic, 0).await.expect("committed"), Some(4));
+    assert_eq!(
+        log.committed(&group_a, &topic, 0).await.expect("committed"),
+        Some(4)
+    );
 }
 
 /// Many writers at once: every record gets a distinct offset, offsets stay dense, and each
@@ -175,7 +220,12 @@ pub async fn concurrent_appends_stay_dense(log: Arc<dyn EventLog>, prefix: &str)
         tasks.push(tokio::spawn(async move {
             for batch in 0..25 {
                 let records = (0..4)
-                    .map(|i| record(&format!("w{writer}"), &format!("w{writer}-{}", batch * 4 + i)))
+                    .map(|i| {
+                        record(
+                            &format!("w{writer}"),
+                            &format!("w{writer}-{}", batch * 4 + i),
+                        )
+                    })
                     .collect();
                 log.append(&topic, records).await.expect("append");
             }
@@ -189,12 +239,18 @@ pub async fn concurrent_appends_stay_dense(log: Arc<dyn EventLog>, prefix: &str)
         let records = log.read(&topic, partition, 0, 10_000).await.expect("read");
         let mut last_sequence: HashMap<String, u64> = HashMap::new();
         for (index, stored) in records.iter().enumerate() {
-            assert_eq!(stored.offset, index as u64, "dense offsets in partition {partition}");
+            assert_eq!(
+                stored.offset, index as u64,
+                "dense offsets in partition {partition}"
+            );
             let value = String::from_utf8(stored.value.to_vec()).expect("utf8");
             let (writer, sequence) = value.split_once('-').expect("writer-sequence");
             let sequence: u64 = sequence.parse().expect("number");
             if let Some(previous) = last_sequence.insert(writer.to_owned(), sequence) {
-                assert!(sequence > previous, "{writer} out of order in partition {partition}");
+                assert!(
+                    sequence > previous,
+                    "{writer} out of order in partition {partition}"
+                );
             }
         }
         total += records.len();

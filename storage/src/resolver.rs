@@ -15,9 +15,13 @@ pub struct Backends {
 /// Why a storage URL cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("unsupported storage url `{0}`: expected embedded://DIR, kafka://HOST:PORT or scylla://HOST:PORT/KEYSPACE")]
+    #[error(
+        "unsupported storage url `{0}`: expected embedded://DIR, kafka://HOST:PORT or scylla://HOST:PORT/KEYSPACE"
+    )]
     UnsupportedScheme(String),
-    #[error("the `{feature}` backend is not compiled into this binary (rebuild with `--features {feature}`)")]
+    #[error(
+        "the `{feature}` backend is not compiled into this binary (rebuild with `--features {feature}`)"
+    )]
     NotCompiledIn { feature: &'static str },
     #[error("cannot open the embedded database in {dir}: {reason}")]
     Embedded { dir: String, reason: String },
@@ -55,6 +59,9 @@ mod tests {
     fn compiled_out_backends_say_so() {
         let error = resolve("kafka://127.0.0.1:9092").expect_err("kafka is not compiled in");
         assert!(error.to_string().contains("--features kafka"), "{error}");
-        assert!(matches!(resolve("ftp://x"), Err(ResolveError::UnsupportedScheme(_))));
+        assert!(matches!(
+            resolve("ftp://x"),
+            Err(ResolveError::UnsupportedScheme(_))
+        ));
     }
 }

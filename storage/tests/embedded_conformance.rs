@@ -68,10 +68,19 @@ async fn the_same_data_is_there_after_reopening() {
     let mut expected: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
     expected.sort();
     assert_eq!(values, expected);
-    assert_eq!(log.committed("g", "t", 0).await.expect("committed"), Some(1));
+    assert_eq!(
+        log.committed("g", "t", 0).await.expect("committed"),
+        Some(1)
+    );
     // Appends continue after the recovered end.
     let next = log
-        .append("t", vec![OutgoingRecord { partition: Some(0), ..OutgoingRecord::default() }])
+        .append(
+            "t",
+            vec![OutgoingRecord {
+                partition: Some(0),
+                ..OutgoingRecord::default()
+            }],
+        )
         .await
         .expect("append");
     let (_, high) = log.watermarks("t", 0).await.expect("watermarks");
@@ -140,7 +149,11 @@ async fn acknowledged_appends_survive_sigkill() {
             }
         }
         let wanted = 200 + round * 57;
-        assert_eq!(acknowledged.len(), wanted, "the child died before it was killed");
+        assert_eq!(
+            acknowledged.len(),
+            wanted,
+            "the child died before it was killed"
+        );
         child.kill().expect("sigkill");
         child.wait().expect("reaped");
         let database = EmbeddedDatabase::open(dir.path()).expect("reopens after the kill");
@@ -150,7 +163,10 @@ async fn acknowledged_appends_survive_sigkill() {
             let record = stored
                 .get(*offset as usize)
                 .unwrap_or_else(|| panic!("acknowledged offset {offset} lost in round {round}"));
-            assert_eq!(&String::from_utf8(record.value.to_vec()).expect("utf8"), value);
+            assert_eq!(
+                &String::from_utf8(record.value.to_vec()).expect("utf8"),
+                value
+            );
         }
         drop(database);
     }

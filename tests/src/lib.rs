@@ -1,1 +1,175 @@
-//! end-to-end test harness
+//! End-to-end harness: start a real `kinfold` process on a temporary data directory, find the
+//! address it prints, talk to it with real clients, kill it, read its logs back.
+
+use anyhow::{Context, bail};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `kinfold serve`.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `kinfold serve` on `data_dir` with a free port and waits until it is ready.
+    pub fn start(binary: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start kinfold")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(start) = line.find("http://") {
+                    let url: String = line[start..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = sender.send(url);
+                }
+            }
+        });
+        let url = match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("kinfold did not print its address within 60 s");
+            }
+        };
+        let server = Self { child, url };
+        server.wait_ready(Duration::from_secs(30))?;
+        Ok(server)
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let client = reqwest::blocking::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(response) = client.get(format!("{}/readyz", self.url)).send()
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("kinfold at {} was not ready within {timeout:?}", self.url)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to flush or drain.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for a graceful exit.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let exit = self.child.wait()?;
+        if !exit.success() {
+            bail!("kinfold exited with {exit} after SIGTERM");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `kinfold log dump --topic TOPIC` on a stopped data directory; one JSON value a line.
+pub fn dump_log(
+    binary: &Path,
+    data_dir: &Path,
+    topic: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let output = Command::new(binary)
+        .args(["log", "dump", "--topic", topic, "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .context("cannot run kinfold log dump")?;
+    if !output.status.success() {
+        bail!(
+            "kinfold log dump failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8(output.stdout)?
+        .lines()
+        .map(|line| serde_json::from_str(line).context("dump line is not json"))
+        .collect()
+}
+
+/// The Python interpreter with the test dependencies (`KINFOLD_PYTHON`, else `python3`).
+pub fn python() -> String {
+    std::env::var("KINFOLD_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// A file of the Python test helpers in `tests/python/`.
+pub fn python_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
+}
+
+/// A file of the shared data sets (`KINFOLD_SHARED_DATA`, else `../shared/data` beside the
+/// repository).
+pub fn shared_data(name: &str) -> PathBuf {
+    let dir = std::env::var("KINFOLD_SHARED_DATA").map_or_else(
+        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"),
+        PathBuf::from,
+    );
+    dir.join(name)
+}
+
+/// Runs a Python helper and parses its standard output as JSON.
+pub fn run_python_json(script: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let output = Command::new(python())
+        .arg(python_script(script))
+        .args(args)
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run {} (set KINFOLD_PYTHON to the test virtualenv)",
+                python()
+            )
+        })?;
+    if !output.status.success() {
+        bail!(
+            "{script} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "{script} did not print json: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}

@@ -1,7 +1,9 @@
 //! Decoders: JSON (one event or an array) and Avro in the Confluent wire format.
 
 use crate::error::{RejectCode, Rejection};
-use kinfold_core::event::{EcomOrder, EcomRefund, EventBody, MembershipEvent, PosTransaction, WechatEvent};
+use kinfold_core::event::{
+    EcomOrder, EcomRefund, EventBody, MembershipEvent, PosTransaction, WechatEvent,
+};
 use kinfold_schemas::codec::{decode_family, family_of_record};
 use kinfold_schemas::{DecodeError, SchemaRegistry, parse_frame};
 use serde::{Deserialize, Serialize};
@@ -56,11 +58,19 @@ pub fn decode_json_request(body: &[u8], max_items: usize) -> Result<Vec<Box<RawV
     } else {
         serde_json::from_slice::<Box<RawValue>>(body).map(|item| vec![item])
     }
-    .map_err(|error| Rejection::new(RejectCode::Undecodable, format!("body is not json: {error}")))?;
+    .map_err(|error| {
+        Rejection::new(
+            RejectCode::Undecodable,
+            format!("body is not json: {error}"),
+        )
+    })?;
     if items.len() > max_items {
         return Err(Rejection::new(
             RejectCode::BatchTooLarge,
-            format!("{} events in one request, more than {max_items}", items.len()),
+            format!(
+                "{} events in one request, more than {max_items}",
+                items.len()
+            ),
         ));
     }
     Ok(items)
@@ -88,12 +98,20 @@ pub fn decode_framed(
     bytes: &[u8],
     registry: &SchemaRegistry,
 ) -> Result<(EventBody, u32), (Rejection, Option<u32>)> {
-    let (schema_id, datum) = parse_frame(bytes)
-        .map_err(|error| (Rejection::new(RejectCode::BadFraming, error.to_string()), None))?;
-    let rejection = |code, error: DecodeError| (Rejection::new(code, error.to_string()), Some(schema_id));
-    let writer = registry
-        .schema_by_id(schema_id)
-        .ok_or_else(|| rejection(RejectCode::UnknownSchemaId, DecodeError::UnknownSchemaId(schema_id)))?;
+    let (schema_id, datum) = parse_frame(bytes).map_err(|error| {
+        (
+            Rejection::new(RejectCode::BadFraming, error.to_string()),
+            None,
+        )
+    })?;
+    let rejection =
+        |code, error: DecodeError| (Rejection::new(code, error.to_string()), Some(schema_id));
+    let writer = registry.schema_by_id(schema_id).ok_or_else(|| {
+        rejection(
+            RejectCode::UnknownSchemaId,
+            DecodeError::UnknownSchemaId(schema_id),
+        )
+    })?;
     let record_name = writer.full_name.as_deref().unwrap_or("(unnamed)");
     let family = family_of_record(record_name).ok_or_else(|| {
         rejection(

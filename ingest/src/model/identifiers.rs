@@ -42,7 +42,12 @@ impl Collector {
     }
 
     /// Like `take`, for a field the event cannot do without.
-    fn require(&mut self, kind: IdentifierKind, issuer: &str, field: &mut String) -> Result<(), Rejection> {
+    fn require(
+        &mut self,
+        kind: IdentifierKind,
+        issuer: &str,
+        field: &mut String,
+    ) -> Result<(), Rejection> {
         let mut slot = Some(std::mem::take(field));
         self.take(kind, issuer, &mut slot);
         match slot {
@@ -73,10 +78,18 @@ impl Collector {
         if let Some(kind) = platform_kind {
             self.take(kind, shop_id, &mut buyer.platform_buyer_id);
         }
-        self.take(IdentifierKind::Phone, DEFAULT_PHONE_COUNTRY, &mut buyer.phone);
+        self.take(
+            IdentifierKind::Phone,
+            DEFAULT_PHONE_COUNTRY,
+            &mut buyer.phone,
+        );
         self.take(IdentifierKind::Email, "", &mut buyer.email);
         self.take(IdentifierKind::MemberCard, brand, &mut buyer.member_card);
-        self.take(IdentifierKind::WechatUnionid, UNIONID_ISSUER, &mut buyer.wechat_unionid);
+        self.take(
+            IdentifierKind::WechatUnionid,
+            UNIONID_ISSUER,
+            &mut buyer.wechat_unionid,
+        );
         let app_id = buyer.wechat_app_id.clone().unwrap_or_default();
         if app_id.is_empty() && buyer.wechat_openid.is_some() {
             // An openid means nothing without the app that issued it.
@@ -87,7 +100,11 @@ impl Collector {
                 why: JunkIdentifier::Malformed("openid without wechat_app_id"),
             });
         } else {
-            self.take(IdentifierKind::WechatOpenid, &app_id, &mut buyer.wechat_openid);
+            self.take(
+                IdentifierKind::WechatOpenid,
+                &app_id,
+                &mut buyer.wechat_openid,
+            );
         }
         self.take(IdentifierKind::DeviceId, shop_id, &mut buyer.device_id);
     }
@@ -95,18 +112,38 @@ impl Collector {
 
 /// Normalises the identifier fields of `body` in place and returns the identifiers found and
 /// those dropped. Fails only when an identifier the event cannot do without is junk.
-pub fn extract(body: &mut EventBody) -> Result<(Vec<Identifier>, Vec<DroppedIdentifier>), Rejection> {
+pub fn extract(
+    body: &mut EventBody,
+) -> Result<(Vec<Identifier>, Vec<DroppedIdentifier>), Rejection> {
     let mut collector = Collector::default();
     match body {
         EventBody::PosTransaction(transaction) => {
-            collector.take(IdentifierKind::MemberCard, &transaction.brand, &mut transaction.member_card);
-            collector.take(IdentifierKind::Phone, DEFAULT_PHONE_COUNTRY, &mut transaction.phone);
+            collector.take(
+                IdentifierKind::MemberCard,
+                &transaction.brand,
+                &mut transaction.member_card,
+            );
+            collector.take(
+                IdentifierKind::Phone,
+                DEFAULT_PHONE_COUNTRY,
+                &mut transaction.phone,
+            );
         }
         EventBody::EcomOrder(order) => {
-            collector.buyer(order.platform, &order.shop_id, &order.brand, &mut order.buyer);
+            collector.buyer(
+                order.platform,
+                &order.shop_id,
+                &order.brand,
+                &mut order.buyer,
+            );
         }
         EventBody::EcomRefund(refund) => {
-            collector.buyer(refund.platform, &refund.shop_id, &refund.brand, &mut refund.buyer);
+            collector.buyer(
+                refund.platform,
+                &refund.shop_id,
+                &refund.brand,
+                &mut refund.buyer,
+            );
         }
         EventBody::Wechat(event) => {
             let is_wecom = matches!(
@@ -118,18 +155,38 @@ pub fn extract(body: &mut EventBody) -> Result<(Vec<Identifier>, Vec<DroppedIden
                 let mut external = event.external_userid.take().unwrap_or_default();
                 collector.require(IdentifierKind::WecomExternalUserid, &corp_id, &mut external)?;
                 event.external_userid = Some(external);
-                collector.take(IdentifierKind::WechatOpenid, &event.app_id, &mut event.openid);
+                collector.take(
+                    IdentifierKind::WechatOpenid,
+                    &event.app_id,
+                    &mut event.openid,
+                );
             } else {
                 let mut openid = event.openid.take().unwrap_or_default();
                 collector.require(IdentifierKind::WechatOpenid, &event.app_id, &mut openid)?;
                 event.openid = Some(openid);
             }
-            collector.take(IdentifierKind::WechatUnionid, UNIONID_ISSUER, &mut event.unionid);
-            collector.take(IdentifierKind::Phone, DEFAULT_PHONE_COUNTRY, &mut event.phone);
+            collector.take(
+                IdentifierKind::WechatUnionid,
+                UNIONID_ISSUER,
+                &mut event.unionid,
+            );
+            collector.take(
+                IdentifierKind::Phone,
+                DEFAULT_PHONE_COUNTRY,
+                &mut event.phone,
+            );
         }
         EventBody::Membership(event) => {
-            collector.require(IdentifierKind::MemberCard, &event.brand, &mut event.member_card)?;
-            collector.take(IdentifierKind::Phone, DEFAULT_PHONE_COUNTRY, &mut event.phone);
+            collector.require(
+                IdentifierKind::MemberCard,
+                &event.brand,
+                &mut event.member_card,
+            )?;
+            collector.take(
+                IdentifierKind::Phone,
+                DEFAULT_PHONE_COUNTRY,
+                &mut event.phone,
+            );
             collector.take(IdentifierKind::Email, "", &mut event.email);
         }
     }

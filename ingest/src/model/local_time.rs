@@ -16,10 +16,16 @@ pub fn event_time(body: &EventBody) -> Result<TimestampMicros, Rejection> {
             NaiveDate::parse_from_str(&transaction.business_day, "%Y-%m-%d").map_err(|_| {
                 Rejection::new(
                     RejectCode::InvalidField,
-                    format!("business_day `{}` is not YYYY-MM-DD", transaction.business_day),
+                    format!(
+                        "business_day `{}` is not YYYY-MM-DD",
+                        transaction.business_day
+                    ),
                 )
             })?;
-            resolve_local(&transaction.occurred_at_local, transaction.time_zone.as_deref())
+            resolve_local(
+                &transaction.occurred_at_local,
+                transaction.time_zone.as_deref(),
+            )
         }
         EventBody::EcomOrder(order) => Ok(order.occurred_at),
         EventBody::EcomRefund(refund) => Ok(refund.occurred_at),
@@ -33,19 +39,26 @@ pub fn resolve_local(text: &str, zone: Option<&str>) -> Result<TimestampMicros, 
     if let Ok(with_offset) = DateTime::parse_from_rfc3339(text) {
         return Ok(with_offset.timestamp_micros());
     }
-    let naive = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
-        .ok_or_else(|| {
-            Rejection::new(
-                RejectCode::InvalidField,
-                format!("occurred_at_local `{text}` is not an ISO 8601 local time"),
-            )
-        })?;
+    let naive = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+    .ok_or_else(|| {
+        Rejection::new(
+            RejectCode::InvalidField,
+            format!("occurred_at_local `{text}` is not an ISO 8601 local time"),
+        )
+    })?;
     let zone: Tz = match zone {
         None => DEFAULT_TIME_ZONE,
         Some(name) => name.parse().map_err(|_| {
-            Rejection::new(RejectCode::InvalidField, format!("unknown time zone `{name}`"))
+            Rejection::new(
+                RejectCode::InvalidField,
+                format!("unknown time zone `{name}`"),
+            )
         })?,
     };
     match zone.from_local_datetime(&naive) {
@@ -55,7 +68,12 @@ pub fn resolve_local(text: &str, zone: Option<&str>) -> Result<TimestampMicros, 
             .from_local_datetime(&(naive + chrono::Duration::hours(1)))
             .earliest()
             .map(|time| time.timestamp_micros())
-            .ok_or_else(|| Rejection::new(RejectCode::InvalidField, format!("`{text}` does not exist in {zone}"))),
+            .ok_or_else(|| {
+                Rejection::new(
+                    RejectCode::InvalidField,
+                    format!("`{text}` does not exist in {zone}"),
+                )
+            }),
     }
 }
 
@@ -67,8 +85,11 @@ mod tests {
     fn local_times_default_to_shanghai() {
         // 2026-11-20 14:03 in Shanghai is 06:03 UTC.
         let micros = resolve_local("2026-11-20T14:03:00", None).expect("parses");
-        assert_eq!(micros, 1_795_672_980_000_000);
-        assert_eq!(resolve_local("2026-11-20T06:03:00Z", None).ok(), Some(micros));
+        assert_eq!(micros, 1_795_154_580_000_000);
+        assert_eq!(
+            resolve_local("2026-11-20T06:03:00Z", None).ok(),
+            Some(micros)
+        );
         assert_eq!(
             resolve_local("2026-11-20 06:03:00", Some("Europe/London")).ok(),
             Some(micros)

@@ -10,9 +10,9 @@ pub use identifiers::DroppedIdentifier;
 
 use crate::config::IngestLimits;
 use crate::error::Rejection;
+use kinfold_core::CanonicalEvent;
 use kinfold_core::event::EventBody;
 use kinfold_core::time::TimestampMicros;
-use kinfold_core::CanonicalEvent;
 
 /// A source record turned canonical, with the identifiers that were dropped as junk.
 #[derive(Debug, Clone, PartialEq)]

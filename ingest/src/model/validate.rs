@@ -2,9 +2,7 @@
 
 use crate::config::IngestLimits;
 use crate::error::{RejectCode, Rejection};
-use kinfold_core::event::{
-    EventBody, MembershipEventType, OrderItem, PosLine, WechatEventType,
-};
+use kinfold_core::event::{EventBody, MembershipEventType, OrderItem, PosLine, WechatEventType};
 use kinfold_core::money::is_currency_code;
 use kinfold_core::time::TimestampMicros;
 
@@ -15,7 +13,10 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn id(&self, name: &str, value: &str) -> Result<(), Rejection> {
         if value.trim().is_empty() {
-            return Err(Rejection::new(RejectCode::MissingField, format!("{name} is empty")));
+            return Err(Rejection::new(
+                RejectCode::MissingField,
+                format!("{name} is empty"),
+            ));
         }
         self.length(name, value, self.limits.max_id_len)
     }
@@ -31,21 +32,31 @@ impl Checker<'_> {
     }
 
     fn optional_id(&self, name: &str, value: Option<&String>) -> Result<(), Rejection> {
-        value.map_or(Ok(()), |value| self.length(name, value, self.limits.max_id_len))
+        value.map_or(Ok(()), |value| {
+            self.length(name, value, self.limits.max_id_len)
+        })
     }
 
     fn text(&self, name: &str, value: Option<&String>) -> Result<(), Rejection> {
-        value.map_or(Ok(()), |value| self.length(name, value, self.limits.max_text_len))
+        value.map_or(Ok(()), |value| {
+            self.length(name, value, self.limits.max_text_len)
+        })
     }
 
     fn amount(&self, name: &str, minor: i64) -> Result<(), Rejection> {
         if minor < 0 {
-            return Err(Rejection::new(RejectCode::InvalidAmount, format!("{name} is negative ({minor})")));
+            return Err(Rejection::new(
+                RejectCode::InvalidAmount,
+                format!("{name} is negative ({minor})"),
+            ));
         }
         if minor > self.limits.max_amount_minor {
             return Err(Rejection::new(
                 RejectCode::InvalidAmount,
-                format!("{name} of {minor} exceeds the limit of {}", self.limits.max_amount_minor),
+                format!(
+                    "{name} of {minor} exceeds the limit of {}",
+                    self.limits.max_amount_minor
+                ),
             ));
         }
         Ok(())
@@ -55,7 +66,10 @@ impl Checker<'_> {
         if quantity < 1 || quantity > self.limits.max_quantity {
             return Err(Rejection::new(
                 RejectCode::InvalidAmount,
-                format!("{name} {quantity} is outside 1..={}", self.limits.max_quantity),
+                format!(
+                    "{name} {quantity} is outside 1..={}",
+                    self.limits.max_quantity
+                ),
             ));
         }
         Ok(())
@@ -83,11 +97,20 @@ impl Checker<'_> {
 
     fn pos_line(&self, index: usize, line: &PosLine) -> Result<(), Rejection> {
         self.id(&format!("lines[{index}].sku"), &line.sku)?;
-        self.text(&format!("lines[{index}].description"), line.description.as_ref())?;
+        self.text(
+            &format!("lines[{index}].description"),
+            line.description.as_ref(),
+        )?;
         self.optional_id(&format!("lines[{index}].category"), line.category.as_ref())?;
         self.quantity(&format!("lines[{index}].quantity"), line.quantity)?;
-        self.amount(&format!("lines[{index}].unit_price_minor"), line.unit_price_minor)?;
-        self.amount(&format!("lines[{index}].discount_minor"), line.discount_minor)
+        self.amount(
+            &format!("lines[{index}].unit_price_minor"),
+            line.unit_price_minor,
+        )?;
+        self.amount(
+            &format!("lines[{index}].discount_minor"),
+            line.discount_minor,
+        )
     }
 
     fn order_item(&self, index: usize, item: &OrderItem) -> Result<(), Rejection> {
@@ -95,13 +118,27 @@ impl Checker<'_> {
         self.text(&format!("items[{index}].title"), item.title.as_ref())?;
         self.optional_id(&format!("items[{index}].category"), item.category.as_ref())?;
         self.quantity(&format!("items[{index}].quantity"), item.quantity)?;
-        self.amount(&format!("items[{index}].unit_price_minor"), item.unit_price_minor)?;
-        self.amount(&format!("items[{index}].discount_minor"), item.discount_minor)
+        self.amount(
+            &format!("items[{index}].unit_price_minor"),
+            item.unit_price_minor,
+        )?;
+        self.amount(
+            &format!("items[{index}].discount_minor"),
+            item.discount_minor,
+        )
     }
 
-    fn required<'v, T>(&self, name: &str, value: Option<&'v T>, event_type: &str) -> Result<&'v T, Rejection> {
+    fn required<'v, T>(
+        &self,
+        name: &str,
+        value: Option<&'v T>,
+        event_type: &str,
+    ) -> Result<&'v T, Rejection> {
         value.ok_or_else(|| {
-            Rejection::new(RejectCode::MissingField, format!("{name} is required for {event_type}"))
+            Rejection::new(
+                RejectCode::MissingField,
+                format!("{name} is required for {event_type}"),
+            )
         })
     }
 }
@@ -120,7 +157,10 @@ pub fn check_fields(body: &EventBody, limits: &IngestLimits) -> Result<(), Rejec
             check.optional_id("time_zone", t.time_zone.as_ref())?;
             check.currency(&t.currency)?;
             if t.lines.is_empty() {
-                return Err(Rejection::new(RejectCode::MissingField, "a transaction needs at least one line"));
+                return Err(Rejection::new(
+                    RejectCode::MissingField,
+                    "a transaction needs at least one line",
+                ));
             }
             check.line_count("lines", t.lines.len())?;
             check.line_count("tenders", t.tenders.len())?;
@@ -128,8 +168,14 @@ pub fn check_fields(body: &EventBody, limits: &IngestLimits) -> Result<(), Rejec
                 check.pos_line(index, line)?;
             }
             for (index, tender) in t.tenders.iter().enumerate() {
-                check.amount(&format!("tenders[{index}].amount_minor"), tender.amount_minor)?;
-                check.optional_id(&format!("tenders[{index}].reference"), tender.reference.as_ref())?;
+                check.amount(
+                    &format!("tenders[{index}].amount_minor"),
+                    tender.amount_minor,
+                )?;
+                check.optional_id(
+                    &format!("tenders[{index}].reference"),
+                    tender.reference.as_ref(),
+                )?;
             }
             check.amount("total_minor", t.total_minor)?;
             for (name, value) in [
@@ -148,7 +194,10 @@ pub fn check_fields(body: &EventBody, limits: &IngestLimits) -> Result<(), Rejec
             check.id("order_id", &o.order_id)?;
             check.currency(&o.currency)?;
             if o.source_version < 0 {
-                return Err(Rejection::new(RejectCode::InvalidField, "source_version is negative"));
+                return Err(Rejection::new(
+                    RejectCode::InvalidField,
+                    "source_version is negative",
+                ));
             }
             check.line_count("items", o.items.len())?;
             check.line_count("coupons", o.coupons.len())?;
@@ -190,9 +239,15 @@ pub fn check_fields(body: &EventBody, limits: &IngestLimits) -> Result<(), Rejec
             match w.event_type {
                 WechatEventType::Location => {
                     let latitude = *check.required("latitude", w.latitude.as_ref(), event_type)?;
-                    let longitude = *check.required("longitude", w.longitude.as_ref(), event_type)?;
-                    check.required("coordinate_system", w.coordinate_system.as_ref(), event_type)?;
-                    if !(-90.0..=90.0).contains(&latitude) || !(-180.0..=180.0).contains(&longitude) {
+                    let longitude =
+                        *check.required("longitude", w.longitude.as_ref(), event_type)?;
+                    check.required(
+                        "coordinate_system",
+                        w.coordinate_system.as_ref(),
+                        event_type,
+                    )?;
+                    if !(-90.0..=90.0).contains(&latitude) || !(-180.0..=180.0).contains(&longitude)
+                    {
                         return Err(Rejection::new(
                             RejectCode::InvalidField,
                             format!("coordinates ({latitude}, {longitude}) are not on earth"),
@@ -204,15 +259,23 @@ pub fn check_fields(body: &EventBody, limits: &IngestLimits) -> Result<(), Rejec
                     check.required("phone_consent", w.phone_consent.as_ref(), event_type)?;
                 }
                 WechatEventType::WecomContactAdded | WechatEventType::WecomContactRemoved => {
-                    check.id("corp_id", check.required("corp_id", w.corp_id.as_ref(), event_type)?)?;
+                    check.id(
+                        "corp_id",
+                        check.required("corp_id", w.corp_id.as_ref(), event_type)?,
+                    )?;
                     check.required("external_userid", w.external_userid.as_ref(), event_type)?;
                 }
                 WechatEventType::View => {
                     if w.page.is_none() && w.sku.is_none() {
-                        return Err(Rejection::new(RejectCode::MissingField, "a view needs a page or a sku"));
+                        return Err(Rejection::new(
+                            RejectCode::MissingField,
+                            "a view needs a page or a sku",
+                        ));
                     }
                 }
-                WechatEventType::Follow | WechatEventType::Unfollow | WechatEventType::MiniProgramLogin => {}
+                WechatEventType::Follow
+                | WechatEventType::Unfollow
+                | WechatEventType::MiniProgramLogin => {}
             }
         }
         EventBody::Membership(m) => {
@@ -250,9 +313,13 @@ pub fn check_fields(body: &EventBody, limits: &IngestLimits) -> Result<(), Rejec
                     check.required("consent_purpose", m.consent_purpose.as_ref(), event_type)?;
                 }
                 MembershipEventType::PointsAdjusted => {
-                    let delta = *check.required("points_delta", m.points_delta.as_ref(), event_type)?;
+                    let delta =
+                        *check.required("points_delta", m.points_delta.as_ref(), event_type)?;
                     if delta.unsigned_abs() > limits.max_amount_minor.unsigned_abs() {
-                        return Err(Rejection::new(RejectCode::InvalidAmount, format!("points_delta {delta} is absurd")));
+                        return Err(Rejection::new(
+                            RejectCode::InvalidAmount,
+                            format!("points_delta {delta} is absurd"),
+                        ));
                     }
                 }
                 MembershipEventType::CouponIssued
@@ -260,8 +327,10 @@ pub fn check_fields(body: &EventBody, limits: &IngestLimits) -> Result<(), Rejec
                 | MembershipEventType::CouponExpired => {
                     check.required("coupon_id", m.coupon_id.as_ref(), event_type)?;
                 }
-                MembershipEventType::StoredValueToppedUp | MembershipEventType::StoredValueSpent => {
-                    let amount = *check.required("amount_minor", m.amount_minor.as_ref(), event_type)?;
+                MembershipEventType::StoredValueToppedUp
+                | MembershipEventType::StoredValueSpent => {
+                    let amount =
+                        *check.required("amount_minor", m.amount_minor.as_ref(), event_type)?;
                     check.amount("amount_minor", amount)?;
                     check.required("currency", m.currency.as_ref(), event_type)?;
                 }
@@ -284,7 +353,10 @@ pub fn check_event_time(
     if event_time < limits.min_event_time_micros {
         return Err(Rejection::new(
             RejectCode::InvalidTimestamp,
-            format!("event time {event_time} µs is before {} µs", limits.min_event_time_micros),
+            format!(
+                "event time {event_time} µs is before {} µs",
+                limits.min_event_time_micros
+            ),
         ));
     }
     let latest = receive_time.saturating_add(limits.max_future_skew_secs.saturating_mul(1_000_000));

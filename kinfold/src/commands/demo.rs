@@ -57,11 +57,15 @@ pub async fn run(config: Config, args: &DemoArgs) -> anyhow::Result<()> {
                 if sent % BROKEN_EVERY == 0 {
                     break_event(&mut body);
                 }
-                let payload = serde_json::to_vec(&kinfold_ingest::model::JsonEvent::from(body.clone())).unwrap_or_default();
+                let payload =
+                    serde_json::to_vec(&kinfold_ingest::model::JsonEvent::from(body.clone()))
+                        .unwrap_or_default();
                 batch.push(app.intake.record(body, &payload, &origin, None));
             }
             if batch.is_empty() {
-                println!("demo: generated {sent} events: {accepted} accepted, {duplicates} duplicates, {rejected} rejected; still serving");
+                println!(
+                    "demo: generated {sent} events: {accepted} accepted, {duplicates} duplicates, {rejected} rejected; still serving"
+                );
                 return;
             }
             match app.writer.submit(batch).await {
@@ -77,7 +81,9 @@ pub async fn run(config: Config, args: &DemoArgs) -> anyhow::Result<()> {
                 Err(error) => tracing::warn!(error = %error, "demo batch not stored"),
             }
             if sent % (u64::from(rate) * 10).max(BATCH as u64) < BATCH as u64 {
-                println!("demo: {sent} events so far: {accepted} accepted, {duplicates} duplicates, {rejected} rejected");
+                println!(
+                    "demo: {sent} events so far: {accepted} accepted, {duplicates} duplicates, {rejected} rejected"
+                );
             }
         }
     });

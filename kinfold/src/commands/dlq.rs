@@ -5,7 +5,11 @@ use crate::config::Config;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-pub async fn run(_config: &Config, command: &DlqCommand, server: impl Fn(Option<&str>) -> String) -> anyhow::Result<()> {
+pub async fn run(
+    _config: &Config,
+    command: &DlqCommand,
+    server: impl Fn(Option<&str>) -> String,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let (args, response) = match command {
         DlqCommand::List(args) => {
@@ -24,9 +28,13 @@ pub async fn run(_config: &Config, command: &DlqCommand, server: impl Fn(Option<
             (args, client.post(url).json(&body).send().await)
         }
     };
-    let response = response.context("cannot reach the kinfold server (is `kinfold serve` running?)")?;
+    let response =
+        response.context("cannot reach the kinfold server (is `kinfold serve` running?)")?;
     let status = response.status();
-    let body: Value = response.json().await.context("the server's answer is not json")?;
+    let body: Value = response
+        .json()
+        .await
+        .context("the server's answer is not json")?;
     if !status.is_success() {
         bail!("server answered {status}: {body}");
     }
@@ -44,10 +52,17 @@ pub async fn run(_config: &Config, command: &DlqCommand, server: impl Fn(Option<
                     letter["reason_code"].as_str().unwrap_or_default(),
                     letter["channel"].as_str().unwrap_or_default(),
                     letter["reason"].as_str().unwrap_or_default(),
-                    letter["line"].as_i64().map(|line| format!(" (line {line})")).unwrap_or_default(),
+                    letter["line"]
+                        .as_i64()
+                        .map(|line| format!(" (line {line})"))
+                        .unwrap_or_default(),
                 );
             }
-            println!("{} dead letters; next offset {}", letters.len(), body["next"]);
+            println!(
+                "{} dead letters; next offset {}",
+                letters.len(),
+                body["next"]
+            );
         }
         DlqCommand::Redrive(_) => {
             let redriven = body["redriven"].as_array().cloned().unwrap_or_default();

@@ -46,7 +46,8 @@ struct Summary {
 }
 
 fn open(path: &std::path::Path) -> anyhow::Result<Box<dyn Read>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
     Ok(if path.extension().is_some_and(|ext| ext == "gz") {
         Box::new(flate2::read::MultiGzDecoder::new(reader))
@@ -67,7 +68,10 @@ struct MappedRow {
 fn map_row(record: &csv::StringRecord) -> Result<MappedRow, Rejection> {
     let field = |index: usize| record.get(index).unwrap_or_default().trim();
     if record.len() < 8 {
-        return Err(Rejection::new(RejectCode::MissingField, format!("{} columns, expected 8", record.len())));
+        return Err(Rejection::new(
+            RejectCode::MissingField,
+            format!("{} columns, expected 8", record.len()),
+        ));
     }
     let invoice = field(0);
     let (kind, number) = match invoice.strip_prefix('C') {
@@ -80,13 +84,23 @@ fn map_row(record: &csv::StringRecord) -> Result<MappedRow, Rejection> {
             format!("invoice `{invoice}` is neither a sale nor a return (C) number"),
         ));
     }
-    let quantity: i64 = field(3)
-        .parse()
-        .map_err(|_| Rejection::new(RejectCode::InvalidField, format!("quantity `{}` is not an integer", field(3))))?;
-    let unit_price_minor = parse_decimal_minor(field(5), 2)
-        .ok_or_else(|| Rejection::new(RejectCode::InvalidField, format!("price `{}` is not a decimal", field(5))))?;
+    let quantity: i64 = field(3).parse().map_err(|_| {
+        Rejection::new(
+            RejectCode::InvalidField,
+            format!("quantity `{}` is not an integer", field(3)),
+        )
+    })?;
+    let unit_price_minor = parse_decimal_minor(field(5), 2).ok_or_else(|| {
+        Rejection::new(
+            RejectCode::InvalidField,
+            format!("price `{}` is not a decimal", field(5)),
+        )
+    })?;
     if unit_price_minor < 0 {
-        return Err(Rejection::new(RejectCode::InvalidAmount, format!("negative price {}", field(5))));
+        return Err(Rejection::new(
+            RejectCode::InvalidAmount,
+            format!("negative price {}", field(5)),
+        ));
     }
     match kind {
         PosTransactionKind::Sale if quantity <= 0 => {
@@ -105,7 +119,10 @@ fn map_row(record: &csv::StringRecord) -> Result<MappedRow, Rejection> {
     }
     let invoice_date = field(4);
     if invoice_date.len() < 10 {
-        return Err(Rejection::new(RejectCode::InvalidField, format!("invoice date `{invoice_date}`")));
+        return Err(Rejection::new(
+            RejectCode::InvalidField,
+            format!("invoice date `{invoice_date}`"),
+        ));
     }
     let customer = match field(6) {
         "" => None,
@@ -156,7 +173,11 @@ fn transaction(serial: &str, invoice: &Invoice) -> PosTransaction {
 }
 
 async fn submit(app: &App, batch: Vec<Submission>, summary: &mut Summary) -> anyhow::Result<()> {
-    let outcomes = app.writer.submit(batch.clone()).await.context("cannot store transactions")?;
+    let outcomes = app
+        .writer
+        .submit(batch.clone())
+        .await
+        .context("cannot store transactions")?;
     for (submission, outcome) in batch.iter().zip(&outcomes) {
         match outcome {
             IngestOutcome::Accepted { .. } => summary.accepted += 1,
@@ -190,11 +211,14 @@ pub async fn online_retail(config: Config, args: &ImportArgs) -> anyhow::Result<
     };
     let mut report = match &args.report {
         Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
         )),
         None => None,
     };
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(open(&args.file)?);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(open(&args.file)?);
     let mut invoices: Vec<(String, Invoice)> = Vec::new();
     let mut index_of: HashMap<String, usize> = HashMap::new();
     let mut summary = Summary::default();
@@ -233,13 +257,23 @@ pub async fn online_retail(config: Config, args: &ImportArgs) -> anyhow::Result<
             Err(rejection) => {
                 summary.unmapped_rows += 1;
                 if let Some(report) = report.as_mut() {
-                    writeln!(report, "{}", json!({"line": line, "reason_code": rejection.code.as_str(), "reason": rejection.reason, "row": row_text}))?;
+                    writeln!(
+                        report,
+                        "{}",
+                        json!({"line": line, "reason_code": rejection.code.as_str(), "reason": rejection.reason, "row": row_text})
+                    )?;
                 }
                 let row_origin = Origin {
                     line: Some(line as i64),
                     ..origin.clone()
                 };
-                row_rejections.push(app.intake.reject(row_text.as_bytes(), rejection, &row_origin, None, "pos_transaction"));
+                row_rejections.push(app.intake.reject(
+                    row_text.as_bytes(),
+                    rejection,
+                    &row_origin,
+                    None,
+                    "pos_transaction",
+                ));
             }
         }
     }
@@ -248,7 +282,10 @@ pub async fn online_retail(config: Config, args: &ImportArgs) -> anyhow::Result<
     }
     let invoice_count = invoices.len();
     for chunk in row_rejections.chunks(SUBMIT_BATCH) {
-        app.writer.submit(chunk.to_vec()).await.context("cannot store rejected rows")?;
+        app.writer
+            .submit(chunk.to_vec())
+            .await
+            .context("cannot store rejected rows")?;
     }
     let mut batch = Vec::with_capacity(SUBMIT_BATCH);
     for (serial, invoice) in &invoices {
@@ -257,7 +294,12 @@ pub async fn online_retail(config: Config, args: &ImportArgs) -> anyhow::Result<
             line: Some(invoice.first_line as i64),
             ..origin.clone()
         };
-        batch.push(app.intake.record(body, invoice.rows.join("\n").as_bytes(), &invoice_origin, None));
+        batch.push(app.intake.record(
+            body,
+            invoice.rows.join("\n").as_bytes(),
+            &invoice_origin,
+            None,
+        ));
         if batch.len() >= SUBMIT_BATCH {
             submit(&app, std::mem::take(&mut batch), &mut summary).await?;
         }
@@ -292,7 +334,10 @@ pub async fn online_retail(config: Config, args: &ImportArgs) -> anyhow::Result<
             summary.with_member_card,
             summary.rejected_transactions,
             summary.unmapped_rows,
-            args.report.as_ref().map(|p| format!(" and in {}", p.display())).unwrap_or_default(),
+            args.report
+                .as_ref()
+                .map(|p| format!(" and in {}", p.display()))
+                .unwrap_or_default(),
         );
     }
     Ok(())

@@ -31,12 +31,16 @@ pub async fn dump(config: Config, topic: LogTopic) -> anyhow::Result<()> {
                 let line = match topic {
                     LogTopic::Canonical => {
                         let event = decode_framed_canonical(&record.value, &app.registry)
-                            .with_context(|| format!("{name}/{partition}@{} does not decode", record.offset))?;
+                            .with_context(|| {
+                                format!("{name}/{partition}@{} does not decode", record.offset)
+                            })?;
                         json!({"partition": partition, "offset": record.offset, "event": event})
                     }
                     LogTopic::Dlq => {
                         let letter = decode_framed_dead_letter(&record.value, &app.registry)
-                            .with_context(|| format!("{name}/{partition}@{} does not decode", record.offset))?;
+                            .with_context(|| {
+                                format!("{name}/{partition}@{} does not decode", record.offset)
+                            })?;
                         json!({
                             "partition": partition,
                             "offset": record.offset,

@@ -19,9 +19,15 @@ fn storage_url(args: &StorageArgs) -> Option<String> {
     })
 }
 
-fn overrides(cli_json: bool, storage: Option<&StorageArgs>, serve: Option<&ServeArgs>) -> FlagOverrides {
+fn overrides(
+    cli_json: bool,
+    storage: Option<&StorageArgs>,
+    serve: Option<&ServeArgs>,
+) -> FlagOverrides {
     FlagOverrides {
-        storage: storage.and_then(storage_url).map(|url| StorageConfig { url }),
+        storage: storage
+            .and_then(storage_url)
+            .map(|url| StorageConfig { url }),
         http: serve
             .and_then(|s| s.http_addr.clone())
             .map(|addr| AddrConfig { addr }),
@@ -32,9 +38,16 @@ fn overrides(cli_json: bool, storage: Option<&StorageArgs>, serve: Option<&Serve
     }
 }
 
-fn load(cli: &Cli, storage: Option<&StorageArgs>, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
-    let config = Config::load(cli.config.as_deref(), &overrides(cli.log_json, storage, serve))
-        .context("invalid configuration")?;
+fn load(
+    cli: &Cli,
+    storage: Option<&StorageArgs>,
+    serve: Option<&ServeArgs>,
+) -> anyhow::Result<Config> {
+    let config = Config::load(
+        cli.config.as_deref(),
+        &overrides(cli.log_json, storage, serve),
+    )
+    .context("invalid configuration")?;
     crate::telemetry::init_logs(&config.log.level, config.log.json);
     Ok(config)
 }

@@ -22,7 +22,12 @@ impl Totals {
     }
 }
 
-async fn send(client: &reqwest::Client, url: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<Value> {
     let response = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -31,7 +36,10 @@ async fn send(client: &reqwest::Client, url: &str, content_type: &str, body: Vec
         .await
         .context("cannot reach the kinfold server (is `kinfold serve` running?)")?;
     let status = response.status();
-    let answer: Value = response.json().await.context("the server's answer is not json")?;
+    let answer: Value = response
+        .json()
+        .await
+        .context("the server's answer is not json")?;
     if status.is_server_error() {
         bail!("server answered {status}: {answer}");
     }
@@ -52,7 +60,8 @@ pub async fn run(server: &str, args: &PublishArgs) -> anyhow::Result<()> {
     let mut totals = Totals::default();
     match format {
         PublishFormat::Jsonl => {
-            let file = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+            let file = std::fs::File::open(&args.file)
+                .with_context(|| format!("cannot open {}", args.file.display()))?;
             let mut pending: Vec<String> = Vec::new();
             for line in std::io::BufReader::new(file).lines() {
                 let line = line?;
@@ -77,23 +86,32 @@ pub async fn run(server: &str, args: &PublishArgs) -> anyhow::Result<()> {
             }
         }
         PublishFormat::Avro => {
-            let file = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
-            let reader = apache_avro::Reader::new(std::io::BufReader::new(file)).context("not an avro container file")?;
+            let file = std::fs::File::open(&args.file)
+                .with_context(|| format!("cannot open {}", args.file.display()))?;
+            let reader = apache_avro::Reader::new(std::io::BufReader::new(file))
+                .context("not an avro container file")?;
             let schema = reader.writer_schema().clone();
-            let record_name = schema.name().map(|name| name.fullname(None)).unwrap_or_default();
-            let family = family_of_record(&record_name)
-                .with_context(|| format!("`{record_name}` is not an event family kinfold accepts"))?;
+            let record_name = schema
+                .name()
+                .map(|name| name.fullname(None))
+                .unwrap_or_default();
+            let family = family_of_record(&record_name).with_context(|| {
+                format!("`{record_name}` is not an event family kinfold accepts")
+            })?;
             let subject = family_subject(family);
             let registered = send(
                 &client,
                 &format!("{server}/registry/subjects/{subject}/versions"),
                 "application/vnd.schemaregistry.v1+json",
-                json!({"schema": schema.canonical_form()}).to_string().into_bytes(),
+                json!({"schema": schema.canonical_form()})
+                    .to_string()
+                    .into_bytes(),
             )
             .await?;
             let schema_id = registered["id"]
                 .as_u64()
-                .with_context(|| format!("the registry refused the file's schema: {registered}"))? as u32;
+                .with_context(|| format!("the registry refused the file's schema: {registered}"))?
+                as u32;
             let mut body = Vec::new();
             let mut in_batch = 0;
             for value in reader {
@@ -104,7 +122,15 @@ pub async fn run(server: &str, args: &PublishArgs) -> anyhow::Result<()> {
                 body.extend_from_slice(&framed);
                 in_batch += 1;
                 if in_batch >= batch {
-                    totals.add(&send(&client, &url, AVRO_FRAMES_CONTENT_TYPE, std::mem::take(&mut body)).await?);
+                    totals.add(
+                        &send(
+                            &client,
+                            &url,
+                            AVRO_FRAMES_CONTENT_TYPE,
+                            std::mem::take(&mut body),
+                        )
+                        .await?,
+                    );
                     in_batch = 0;
                 }
             }

@@ -7,7 +7,9 @@ use kinfold_schemas::Catalog;
 pub fn run(command: &SchemasCommand) -> anyhow::Result<()> {
     let load = |dir: &Option<std::path::PathBuf>| -> anyhow::Result<Catalog> {
         match dir {
-            Some(dir) => Catalog::load_dir(dir).with_context(|| format!("cannot read {}", dir.display())),
+            Some(dir) => {
+                Catalog::load_dir(dir).with_context(|| format!("cannot read {}", dir.display()))
+            }
             None => Ok(Catalog::embedded()),
         }
     };
@@ -29,7 +31,9 @@ pub fn run(command: &SchemasCommand) -> anyhow::Result<()> {
             bail!("{} schema problem(s)", problems.len())
         }
         SchemasCommand::Compose { dir } => {
-            let composed = load(dir)?.composed_canonical().map_err(anyhow::Error::msg)?;
+            let composed = load(dir)?
+                .composed_canonical()
+                .map_err(anyhow::Error::msg)?;
             println!("{}", serde_json::to_string_pretty(&composed)?);
             Ok(())
         }

@@ -36,16 +36,28 @@ fn default_limit() -> usize {
 }
 
 fn internal(message: String) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": message}))).into_response()
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": message})),
+    )
+        .into_response()
 }
 
-async fn read_window(state: &HttpState, window: &Window) -> Result<Vec<(u64, DeadLetter)>, Response> {
+async fn read_window(
+    state: &HttpState,
+    window: &Window,
+) -> Result<Vec<(u64, DeadLetter)>, Response> {
     let topic = &state.app.config.topics.dlq;
     let records = state
         .app
         .backends
         .log
-        .read(topic, window.partition, window.from, window.limit.min(10_000))
+        .read(
+            topic,
+            window.partition,
+            window.from,
+            window.limit.min(10_000),
+        )
         .await
         .map_err(|e| internal(format!("cannot read {topic}: {e}")))?;
     records
@@ -53,7 +65,12 @@ async fn read_window(state: &HttpState, window: &Window) -> Result<Vec<(u64, Dea
         .map(|record| {
             decode_framed_dead_letter(&record.value, &state.app.registry)
                 .map(|letter| (record.offset, letter))
-                .map_err(|e| internal(format!("dead letter at offset {} does not decode: {e}", record.offset)))
+                .map_err(|e| {
+                    internal(format!(
+                        "dead letter at offset {} does not decode: {e}",
+                        record.offset
+                    ))
+                })
         })
         .collect()
 }
@@ -81,8 +98,12 @@ async fn list(State(state): State<HttpState>, Query(window): Query<Window>) -> R
     match read_window(&state, &window).await {
         Ok(letters) => {
             let next = letters.last().map_or(window.from, |(offset, _)| offset + 1);
-            let items: Vec<Value> = letters.iter().map(|(offset, letter)| letter_json(*offset, letter)).collect();
-            Json(json!({"partition": window.partition, "next": next, "dead_letters": items})).into_response()
+            let items: Vec<Value> = letters
+                .iter()
+                .map(|(offset, letter)| letter_json(*offset, letter))
+                .collect();
+            Json(json!({"partition": window.partition, "next": next, "dead_letters": items}))
+                .into_response()
         }
         Err(response) => response,
     }
@@ -103,8 +124,14 @@ async fn redrive(State(state): State<HttpState>, Json(window): Json<Window>) -> 
             line: letter.line,
             ..Origin::channel("redrive")
         };
-        let is_avro = letter.content_type.as_deref().is_some_and(|t| t.contains("avro"));
-        let is_json = letter.content_type.as_deref().is_none_or(|t| t.contains("json"));
+        let is_avro = letter
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.contains("avro"));
+        let is_json = letter
+            .content_type
+            .as_deref()
+            .is_none_or(|t| t.contains("json"));
         let submission = if is_avro {
             intake.avro(&letter.payload, &origin)
         } else if is_json && letter.channel != "import" {
@@ -132,6 +159,10 @@ async fn redrive(State(state): State<HttpState>, Json(window): Json<Window>) -> 
             let next = letters.last().map_or(window.from, |(offset, _)| offset + 1);
             Json(json!({"next": next, "redriven": results, "skipped": skipped})).into_response()
         }
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()}))).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }

@@ -3,19 +3,23 @@
 //! once every item is durable in the canonical or the dead-letter log.
 
 use super::HttpState;
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Json;
 use kinfold_ingest::model::decode_json_request;
 use kinfold_ingest::{IngestOutcome, Origin, RejectCode, Rejection, Submission};
 use serde_json::json;
 
 /// One Avro record in the Confluent wire format.
-pub const AVRO_CONTENT_TYPES: [&str; 3] = ["application/vnd.confluent.avro", "application/avro", "avro/binary"];
+pub const AVRO_CONTENT_TYPES: [&str; 3] = [
+    "application/vnd.confluent.avro",
+    "application/avro",
+    "avro/binary",
+];
 /// Several framed Avro records, each preceded by its length as a 4-byte big-endian integer.
 pub const AVRO_FRAMES_CONTENT_TYPE: &str = "application/vnd.kinfold.avro-frames";
 
@@ -27,7 +31,14 @@ fn content_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .map(|value| value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_else(|| "application/json".to_owned())
 }
 
@@ -37,7 +48,10 @@ pub fn split_frames(body: &[u8]) -> Result<Vec<&[u8]>, Rejection> {
     let mut rest = body;
     while !rest.is_empty() {
         let Some((length, tail)) = rest.split_first_chunk::<4>() else {
-            return Err(Rejection::new(RejectCode::BadFraming, "truncated frame length"));
+            return Err(Rejection::new(
+                RejectCode::BadFraming,
+                "truncated frame length",
+            ));
         };
         let length = u32::from_be_bytes(*length) as usize;
         if tail.len() < length {
@@ -61,7 +75,8 @@ async fn post_events(State(state): State<HttpState>, headers: HeaderMap, body: B
     };
     let intake = &state.app.intake;
     let max_items = intake.limits().max_batch_items;
-    let whole_body_rejection = |rejection: Rejection| intake.reject(&body, rejection, &origin, None, "unknown");
+    let whole_body_rejection =
+        |rejection: Rejection| intake.reject(&body, rejection, &origin, None, "unknown");
 
     let (submissions, failure_status) = if AVRO_CONTENT_TYPES.contains(&content_type.as_str()) {
         (vec![intake.avro(&body, &origin)], None)
@@ -70,16 +85,37 @@ async fn post_events(State(state): State<HttpState>, headers: HeaderMap, body: B
             Ok(frames) if frames.len() > max_items => {
                 let rejection = Rejection::new(
                     RejectCode::BatchTooLarge,
-                    format!("{} events in one request, more than {max_items}", frames.len()),
+                    format!(
+                        "{} events in one request, more than {max_items}",
+                        frames.len()
+                    ),
                 );
-                (vec![whole_body_rejection(rejection)], Some(StatusCode::PAYLOAD_TOO_LARGE))
+                (
+                    vec![whole_body_rejection(rejection)],
+                    Some(StatusCode::PAYLOAD_TOO_LARGE),
+                )
             }
-            Ok(frames) => (frames.iter().map(|frame| intake.avro(frame, &origin)).collect(), None),
-            Err(rejection) => (vec![whole_body_rejection(rejection)], Some(StatusCode::BAD_REQUEST)),
+            Ok(frames) => (
+                frames
+                    .iter()
+                    .map(|frame| intake.avro(frame, &origin))
+                    .collect(),
+                None,
+            ),
+            Err(rejection) => (
+                vec![whole_body_rejection(rejection)],
+                Some(StatusCode::BAD_REQUEST),
+            ),
         }
     } else if content_type == "application/json" || content_type.ends_with("+json") {
         match decode_json_request(&body, max_items) {
-            Ok(items) => (items.iter().map(|item| intake.json(item.get(), &origin)).collect(), None),
+            Ok(items) => (
+                items
+                    .iter()
+                    .map(|item| intake.json(item.get(), &origin))
+                    .collect(),
+                None,
+            ),
             Err(rejection) => {
                 let status = if rejection.code == RejectCode::BatchTooLarge {
                     StatusCode::PAYLOAD_TOO_LARGE
@@ -104,10 +140,15 @@ async fn post_events(State(state): State<HttpState>, headers: HeaderMap, body: B
     respond(&state, submissions, failure_status).await
 }
 
-async fn respond(state: &HttpState, submissions: Vec<Submission>, failure_status: Option<StatusCode>) -> Response {
+async fn respond(
+    state: &HttpState,
+    submissions: Vec<Submission>,
+    failure_status: Option<StatusCode>,
+) -> Response {
     match state.app.writer.submit(submissions).await {
         Ok(results) => {
-            let count = |wanted: fn(&IngestOutcome) -> bool| results.iter().filter(|r| wanted(r)).count();
+            let count =
+                |wanted: fn(&IngestOutcome) -> bool| results.iter().filter(|r| wanted(r)).count();
             let accepted = count(|r| matches!(r, IngestOutcome::Accepted { .. }));
             let duplicates = count(|r| matches!(r, IngestOutcome::Duplicate { .. }));
             let rejected = count(|r| matches!(r, IngestOutcome::Rejected { .. }));

@@ -22,30 +22,60 @@ pub fn routes() -> Router<HttpState> {
         .route("/", get(|| async { reply(StatusCode::OK, json!({})) }))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup))
-        .route("/subjects/{subject}/versions", get(list_versions).post(register))
+        .route(
+            "/subjects/{subject}/versions",
+            get(list_versions).post(register),
+        )
         .route("/subjects/{subject}/versions/{version}", get(get_version))
-        .route("/subjects/{subject}/versions/{version}/schema", get(get_version_schema))
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(get_version_schema),
+        )
         .route("/schemas/ids/{id}", get(get_schema))
         .route("/schemas/ids/{id}/schema", get(get_schema_text))
         .route("/schemas/ids/{id}/versions", get(get_schema_versions))
-        .route("/schemas/types", get(|| async { reply(StatusCode::OK, json!(["AVRO"])) }))
-        .route("/compatibility/subjects/{subject}/versions", post(check_all))
-        .route("/compatibility/subjects/{subject}/versions/{version}", post(check_version))
+        .route(
+            "/schemas/types",
+            get(|| async { reply(StatusCode::OK, json!(["AVRO"])) }),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions",
+            post(check_all),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(check_version),
+        )
         .route("/config", get(get_global_config).put(put_global_config))
-        .route("/config/{subject}", get(get_subject_config).put(put_subject_config))
+        .route(
+            "/config/{subject}",
+            get(get_subject_config).put(put_subject_config),
+        )
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
-    (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn error(error: &RegistryError) -> Response {
-    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    reply(status, json!({"error_code": error.error_code(), "message": error.to_string()}))
+    let status =
+        StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    reply(
+        status,
+        json!({"error_code": error.error_code(), "message": error.to_string()}),
+    )
 }
 
 fn unprocessable(message: String) -> Response {
-    reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"error_code": 42201, "message": message}))
+    reply(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"error_code": 42201, "message": message}),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,7 +90,9 @@ fn parse_request(body: &[u8]) -> Result<SchemaRequest, Response> {
         .map_err(|e| unprocessable(format!("request body is not a schema request: {e}")))?;
     match request.schema_type.as_deref() {
         None | Some("AVRO") => Ok(request),
-        Some(other) => Err(error(&RegistryError::UnsupportedSchemaType(other.to_owned()))),
+        Some(other) => Err(error(&RegistryError::UnsupportedSchemaType(
+            other.to_owned(),
+        ))),
     }
 }
 
@@ -84,7 +116,11 @@ async fn list_versions(State(state): State<HttpState>, Path(subject): Path<Strin
     }
 }
 
-async fn register(State(state): State<HttpState>, Path(subject): Path<String>, body: Bytes) -> Response {
+async fn register(
+    State(state): State<HttpState>,
+    Path(subject): Path<String>,
+    body: Bytes,
+) -> Response {
     let request = match parse_request(&body) {
         Ok(request) => request,
         Err(response) => return response,
@@ -102,7 +138,11 @@ async fn register(State(state): State<HttpState>, Path(subject): Path<String>, b
     }
 }
 
-async fn lookup(State(state): State<HttpState>, Path(subject): Path<String>, body: Bytes) -> Response {
+async fn lookup(
+    State(state): State<HttpState>,
+    Path(subject): Path<String>,
+    body: Bytes,
+) -> Response {
     let request = match parse_request(&body) {
         Ok(request) => request,
         Err(response) => return response,
@@ -113,7 +153,10 @@ async fn lookup(State(state): State<HttpState>, Path(subject): Path<String>, bod
     }
 }
 
-async fn get_version(State(state): State<HttpState>, Path((subject, version)): Path<(String, String)>) -> Response {
+async fn get_version(
+    State(state): State<HttpState>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Response {
     match state.app.registry.version(&subject, &version) {
         Ok(version) => reply(StatusCode::OK, version_json(&version)),
         Err(e) => error(&e),
@@ -131,7 +174,12 @@ async fn get_version_schema(
 }
 
 fn raw_schema(text: &str) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text.to_owned()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        text.to_owned(),
+    )
+        .into_response()
 }
 
 fn schema_not_found(id: u32) -> Response {
@@ -193,7 +241,10 @@ async fn check_version(
         Ok(request) => request,
         Err(response) => return response,
     };
-    let result = state.app.registry.check_compatibility(&subject, &request.schema, Some(&version));
+    let result = state
+        .app
+        .registry
+        .check_compatibility(&subject, &request.schema, Some(&version));
     compatibility_reply(result, is_verbose(&query))
 }
 
@@ -207,7 +258,10 @@ async fn check_all(
         Ok(request) => request,
         Err(response) => return response,
     };
-    let result = state.app.registry.check_compatibility(&subject, &request.schema, None);
+    let result = state
+        .app
+        .registry
+        .check_compatibility(&subject, &request.schema, None);
     compatibility_reply(result, is_verbose(&query))
 }
 
@@ -218,12 +272,21 @@ struct ConfigRequest {
 
 async fn get_global_config(State(state): State<HttpState>) -> Response {
     let level = state.app.registry.compatibility(None);
-    reply(StatusCode::OK, json!({"compatibilityLevel": level.as_str()}))
+    reply(
+        StatusCode::OK,
+        json!({"compatibilityLevel": level.as_str()}),
+    )
 }
 
-async fn get_subject_config(State(state): State<HttpState>, Path(subject): Path<String>) -> Response {
+async fn get_subject_config(
+    State(state): State<HttpState>,
+    Path(subject): Path<String>,
+) -> Response {
     match state.app.registry.own_compatibility(&subject) {
-        Some(level) => reply(StatusCode::OK, json!({"compatibilityLevel": level.as_str()})),
+        Some(level) => reply(
+            StatusCode::OK,
+            json!({"compatibilityLevel": level.as_str()}),
+        ),
         None => error(&RegistryError::SubjectNotFound(subject)),
     }
 }
@@ -235,7 +298,11 @@ async fn put_config(state: &HttpState, subject: Option<&str>, body: &[u8]) -> Re
     };
     let level: CompatibilityLevel = match request.compatibility.parse() {
         Ok(level) => level,
-        Err(_) => return error(&RegistryError::InvalidCompatibilityLevel(request.compatibility)),
+        Err(_) => {
+            return error(&RegistryError::InvalidCompatibilityLevel(
+                request.compatibility,
+            ));
+        }
     };
     match state.app.registry.set_compatibility(subject, level).await {
         Ok(()) => reply(StatusCode::OK, json!({"compatibility": level.as_str()})),
@@ -247,6 +314,10 @@ async fn put_global_config(State(state): State<HttpState>, body: Bytes) -> Respo
     put_config(&state, None, &body).await
 }
 
-async fn put_subject_config(State(state): State<HttpState>, Path(subject): Path<String>, body: Bytes) -> Response {
+async fn put_subject_config(
+    State(state): State<HttpState>,
+    Path(subject): Path<String>,
+    body: Bytes,
+) -> Response {
     put_config(&state, Some(&subject), &body).await
 }

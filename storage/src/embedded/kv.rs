@@ -51,7 +51,9 @@ impl EmbeddedKv {
         }
         if table.is_empty()
             || table.len() > 200
-            || !table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || !table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
             return Err(KvError::InvalidTableName(table.to_owned()));
         }
@@ -71,7 +73,9 @@ impl EmbeddedKv {
         durable: bool,
     ) -> Result<(), KvError> {
         if partition_key.len() > usize::from(u16::MAX) {
-            return Err(KvError::Storage("partition key longer than 65535 bytes".into()));
+            return Err(KvError::Storage(
+                "partition key longer than 65535 bytes".into(),
+            ));
         }
         let keyspace = self.table(table)?;
         let prefix = row_prefix(partition_key);
@@ -95,7 +99,9 @@ impl EmbeddedKv {
         }
         batch.commit().map_err(storage)?;
         if durable {
-            self.database.persist(PersistMode::SyncAll).map_err(storage)?;
+            self.database
+                .persist(PersistMode::SyncAll)
+                .map_err(storage)?;
         }
         Ok(())
     }
@@ -157,9 +163,11 @@ impl KvStore for EmbeddedKv {
         let this = self.clone();
         let table = table.to_owned();
         let partition_key = partition_key.to_vec();
-        tokio::task::spawn_blocking(move || this.apply_blocking(&table, &partition_key, mutations, true))
-            .await
-            .map_err(storage)?
+        tokio::task::spawn_blocking(move || {
+            this.apply_blocking(&table, &partition_key, mutations, true)
+        })
+        .await
+        .map_err(storage)?
     }
 
     async fn partition_keys(&self, table: &str) -> Result<Vec<Bytes>, KvError> {

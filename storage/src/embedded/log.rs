@@ -5,7 +5,9 @@ use bytes::Bytes;
 use fjall::{Database, Keyspace, PersistMode};
 use kinfold_core::partitioner::partition_for_key;
 use kinfold_core::ports::log::is_valid_topic_name;
-use kinfold_core::ports::{EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicSpec};
+use kinfold_core::ports::{
+    EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicSpec,
+};
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
@@ -94,7 +96,10 @@ impl EmbeddedLog {
         let meta = keyspace(&database, "log.meta")?;
         let shared = Arc::new(Shared::default());
         {
-            let mut topics = shared.topics.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut topics = shared
+                .topics
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut ends = shared
                 .durable_ends
                 .write()
@@ -109,8 +114,9 @@ impl EmbeddedLog {
                     .unwrap_or(1);
                 let topic_keyspace = keyspace(&database, &format!("log.t.{name}"))?;
                 for partition in 0..partitions {
-                    let end = stored_end(&topic_keyspace, partition)
-                        .map_err(|error| fjall::Error::Io(std::io::Error::other(error.to_string())))?;
+                    let end = stored_end(&topic_keyspace, partition).map_err(|error| {
+                        fjall::Error::Io(std::io::Error::other(error.to_string()))
+                    })?;
                     ends.insert((name.clone(), partition), end);
                 }
                 topics.insert(
@@ -173,7 +179,11 @@ impl EmbeddedLog {
 
     /// Every topic with its partition count.
     pub fn topics(&self) -> Vec<TopicSpec> {
-        let topics = self.shared.topics.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let topics = self
+            .shared
+            .topics
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut specs: Vec<TopicSpec> = topics
             .iter()
             .map(|(name, topic)| TopicSpec {
@@ -199,7 +209,11 @@ impl EventLog for EmbeddedLog {
                 requested: 0,
             });
         }
-        let mut topics = self.shared.topics.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut topics = self
+            .shared
+            .topics
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(existing) = topics.get(topic) {
             if existing.partitions != partitions {
                 return Err(LogError::PartitionCountMismatch {
@@ -213,11 +227,14 @@ impl EventLog for EmbeddedLog {
                 partitions,
             });
         }
-        let topic_keyspace = keyspace(&self.database, &format!("log.t.{topic}")).map_err(storage)?;
+        let topic_keyspace =
+            keyspace(&self.database, &format!("log.t.{topic}")).map_err(storage)?;
         self.meta
             .insert(format!("topic/{topic}"), partitions.to_be_bytes())
             .map_err(storage)?;
-        self.database.persist(PersistMode::SyncAll).map_err(storage)?;
+        self.database
+            .persist(PersistMode::SyncAll)
+            .map_err(storage)?;
         topics.insert(
             topic.to_owned(),
             Topic {
@@ -294,12 +311,13 @@ impl EventLog for EmbeddedLog {
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| storage("malformed record key"))?;
             let value = Bytes::copy_from_slice(&value);
-            let decoded = record::decode(partition, offset, value).ok_or_else(|| LogError::Corrupt {
-                topic: topic.to_owned(),
-                partition,
-                offset,
-                reason: "stored record does not decode".into(),
-            })?;
+            let decoded =
+                record::decode(partition, offset, value).ok_or_else(|| LogError::Corrupt {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    reason: "stored record does not decode".into(),
+                })?;
             records.push(decoded);
         }
         Ok(records)
@@ -388,7 +406,8 @@ impl Writer {
 
     fn write_batch(&self, pending: Vec<Request>, next_offsets: &mut HashMap<(String, u32), u64>) {
         let mut batch = self.database.batch();
-        let mut append_replies: Vec<(AppendReply, Result<Vec<RecordPosition>, LogError>)> = Vec::new();
+        let mut append_replies: Vec<(AppendReply, Result<Vec<RecordPosition>, LogError>)> =
+            Vec::new();
         let mut commit_replies = Vec::new();
         let mut staged_ends: HashMap<(String, u32), u64> = HashMap::new();
         let topics = self
@@ -419,7 +438,11 @@ impl Writer {
                         let next = next_offsets.entry((topic.clone(), partition)).or_insert(0);
                         let offset = *next;
                         *next += 1;
-                        batch.insert(&spec.keyspace, record_key(partition, offset), record::encode(record));
+                        batch.insert(
+                            &spec.keyspace,
+                            record_key(partition, offset),
+                            record::encode(record),
+                        );
                         staged_ends.insert((topic.clone(), partition), offset + 1);
                         positions.push(RecordPosition { partition, offset });
                     }
