@@ -72,7 +72,11 @@ fn broken(body: &EventBody, variant: usize) -> String {
                 if object.contains_key(field) {
                     object.insert(
                         field.into(),
-                        Value::from(if variant.is_multiple_of(2) { -5 } else { i64::MAX / 2 }),
+                        Value::from(if variant.is_multiple_of(2) {
+                            -5
+                        } else {
+                            i64::MAX / 2
+                        }),
                     );
                 }
             }

@@ -18,7 +18,12 @@ pub struct Server {
 impl Server {
     /// Starts `kinfold serve` on `data_dir` with a free port and waits until it is ready.
     pub fn start(binary: &Path, data_dir: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary)
+        Self::start_command(Command::new(binary), data_dir)
+    }
+
+    /// Like `start`, with a command prepared by the caller (environment, current directory).
+    pub fn start_command(mut command: Command, data_dir: &Path) -> anyhow::Result<Self> {
+        let mut child = command
             .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
