@@ -6,7 +6,7 @@ use crate::error::Rejection;
 use crate::metrics;
 use crate::model::{canonicalise, decode_framed, decode_json_event};
 use crate::writer::Submission;
-use kinfold_core::DeadLetter;
+use kinfold_core::{DeadLetter, EventFamily};
 use kinfold_core::event::EventBody;
 use kinfold_core::time::Clock;
 use kinfold_schemas::SchemaRegistry;
@@ -71,7 +71,10 @@ impl Intake {
     pub fn json(&self, text: &str, origin: &Origin) -> Submission {
         match decode_json_event(text) {
             Ok(body) => self.record(body, text.as_bytes(), origin, None),
-            Err(rejection) => self.reject(text.as_bytes(), rejection, origin, None, "unknown"),
+            Err(rejection) => {
+                let source = json_source_label(text);
+                self.reject(text.as_bytes(), rejection, origin, None, source)
+            }
         }
     }
 
@@ -153,5 +156,35 @@ impl Intake {
             item: Err(letter),
             source,
         }
+    }
+}
+
+/// The family label of a JSON event that did not decode, from its `type` tag when readable.
+fn json_source_label(text: &str) -> &'static str {
+    #[derive(serde::Deserialize)]
+    struct Tag<'a> {
+        #[serde(rename = "type", borrow)]
+        tag: std::borrow::Cow<'a, str>,
+    }
+    let family = match serde_json::from_str::<Tag<'_>>(text).map(|tag| tag.tag) {
+        Ok(tag) if tag == "pos.transaction" => EventFamily::PosTransaction,
+        Ok(tag) if tag == "ecom.order" => EventFamily::EcomOrder,
+        Ok(tag) if tag == "ecom.refund" => EventFamily::EcomRefund,
+        Ok(tag) if tag == "wechat.event" => EventFamily::Wechat,
+        Ok(tag) if tag == "membership.event" => EventFamily::Membership,
+        _ => return "unknown",
+    };
+    family.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undecodable_json_is_labelled_by_its_type_tag() {
+        assert_eq!(json_source_label(r#"{"type": "ecom.order", "order_id": 5}"#), "ecom_order");
+        assert_eq!(json_source_label(r#"{"type": "pos.unknown"}"#), "unknown");
+        assert_eq!(json_source_label("not json"), "unknown");
     }
 }

@@ -87,6 +87,32 @@ async fn the_same_data_is_there_after_reopening() {
     assert_eq!(next[0].offset + 1, high);
 }
 
+macro_rules! kv_conformance_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let database = EmbeddedDatabase::open(dir.path()).expect("opens");
+                conformance::run_kv(stringify!($name), Arc::new(database.kv()), "conf").await;
+            }
+        )+
+        #[test]
+        fn every_kv_check_is_instantiated() {
+            let instantiated = [$(stringify!($name)),+];
+            for check in conformance::KV_CHECKS {
+                assert!(instantiated.contains(&check), "{check} is not run on the embedded backend");
+            }
+        }
+    };
+}
+
+kv_conformance_tests!(
+    rows_are_addressed_by_partition_and_clustering_key,
+    partitions_scan_in_clustering_order,
+    batches_within_a_partition_apply_together,
+);
+
 const CHILD_ENV: &str = "KINFOLD_CRASH_CHILD_DIR";
 
 /// Not a test of its own: the body of the child process that `acknowledged_appends_survive_sigkill`
