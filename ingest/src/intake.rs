@@ -6,9 +6,9 @@ use crate::error::Rejection;
 use crate::metrics;
 use crate::model::{canonicalise, decode_framed, decode_json_event};
 use crate::writer::Submission;
-use kinfold_core::{DeadLetter, EventFamily};
 use kinfold_core::event::EventBody;
 use kinfold_core::time::Clock;
+use kinfold_core::{DeadLetter, EventFamily};
 use kinfold_schemas::SchemaRegistry;
 use std::sync::Arc;
 
@@ -183,7 +183,10 @@ mod tests {
 
     #[test]
     fn undecodable_json_is_labelled_by_its_type_tag() {
-        assert_eq!(json_source_label(r#"{"type": "ecom.order", "order_id": 5}"#), "ecom_order");
+        assert_eq!(
+            json_source_label(r#"{"type": "ecom.order", "order_id": 5}"#),
+            "ecom_order"
+        );
         assert_eq!(json_source_label(r#"{"type": "pos.unknown"}"#), "unknown");
         assert_eq!(json_source_label("not json"), "unknown");
     }

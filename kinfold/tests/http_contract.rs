@@ -39,8 +39,22 @@ fn the_http_contract_holds() {
         (status, response.json::<Value>().unwrap_or(Value::Null))
     };
 
-    assert_eq!(client.get(format!("{}/healthz", server.url)).send().expect("healthz").status(), 200);
-    assert_eq!(client.get(format!("{}/readyz", server.url)).send().expect("readyz").status(), 200);
+    assert_eq!(
+        client
+            .get(format!("{}/healthz", server.url))
+            .send()
+            .expect("healthz")
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(format!("{}/readyz", server.url))
+            .send()
+            .expect("readyz")
+            .status(),
+        200
+    );
 
     // One event, then the same again plus a broken one in a batch.
     let (status, answer) = post("application/json", sale("1").to_string().into_bytes());
@@ -48,12 +62,27 @@ fn the_http_contract_holds() {
     assert_eq!(answer["results"][0]["status"], "accepted");
     let mut broken = sale("2");
     broken["lines"][0]["quantity"] = json!(-1);
-    let (status, answer) = post("application/json", json!([sale("1"), broken, sale("3")]).to_string().into_bytes());
+    let (status, answer) = post(
+        "application/json",
+        json!([sale("1"), broken, sale("3")])
+            .to_string()
+            .into_bytes(),
+    );
     assert_eq!(status, 202);
-    let statuses: Vec<&str> = answer["results"].as_array().expect("results").iter().map(|r| r["status"].as_str().expect("status")).collect();
+    let statuses: Vec<&str> = answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["status"].as_str().expect("status"))
+        .collect();
     assert_eq!(statuses, vec!["duplicate", "rejected", "accepted"]);
     assert_eq!(answer["results"][1]["reason_code"], "invalid_amount");
-    assert!(answer["results"][1]["reason"].as_str().expect("reason").contains("lines[0].quantity"));
+    assert!(
+        answer["results"][1]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("lines[0].quantity")
+    );
 
     // Too many items: 413, kept as one dead letter.
     let six: Vec<Value> = (10..16).map(|i| sale(&i.to_string())).collect();
@@ -74,13 +103,17 @@ fn the_http_contract_holds() {
     // Avro: one framed record, then frames with a bad magic byte and a truncated length.
     let subject = family_subject(kinfold_core::EventFamily::PosTransaction);
     let latest: Value = client
-        .get(format!("{}/registry/subjects/{subject}/versions/latest", server.url))
+        .get(format!(
+            "{}/registry/subjects/{subject}/versions/latest",
+            server.url
+        ))
         .send()
         .expect("registry")
         .json()
         .expect("json");
     let id = latest["id"].as_u64().expect("id") as u32;
-    let body: EventBody = kinfold_ingest::model::decode_json_event(&sale("20").to_string()).expect("decodes");
+    let body: EventBody =
+        kinfold_ingest::model::decode_json_event(&sale("20").to_string()).expect("decodes");
     let framed = kinfold_schemas::frame(id, &Codecs::new().encode_family(&body).expect("encodes"));
     let (status, answer) = post("application/vnd.confluent.avro", framed.clone());
     assert_eq!(status, 202);
@@ -97,7 +130,12 @@ fn the_http_contract_holds() {
     assert_eq!(answer["results"][0]["reason_code"], "bad_framing");
 
     // Metrics count what happened, by source and reason.
-    let metrics = client.get(format!("{}/metrics", server.url)).send().expect("metrics").text().expect("text");
+    let metrics = client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
     let value = |line_start: &str| -> f64 {
         metrics
             .lines()
@@ -106,10 +144,27 @@ fn the_http_contract_holds() {
             .and_then(|number| number.parse().ok())
             .unwrap_or_else(|| panic!("no metric {line_start} in\n{metrics}"))
     };
-    assert_eq!(value("kinfold_events_accepted_total{source=\"pos_transaction\"}"), 3.0);
-    assert_eq!(value("kinfold_events_duplicate_total{source=\"pos_transaction\"}"), 1.0);
-    assert_eq!(value("kinfold_events_rejected_total{source=\"pos_transaction\",reason=\"invalid_amount\"}"), 1.0);
-    assert_eq!(value("kinfold_identifiers_dropped_total{kind=\"phone\",why=\"placeholder\"}"), 4.0);
-    assert!(metrics.contains("kinfold_log_append_seconds_bucket"), "append latency histogram");
+    assert_eq!(
+        value("kinfold_events_accepted_total{source=\"pos_transaction\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("kinfold_events_duplicate_total{source=\"pos_transaction\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "kinfold_events_rejected_total{source=\"pos_transaction\",reason=\"invalid_amount\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value("kinfold_identifiers_dropped_total{kind=\"phone\",why=\"placeholder\"}"),
+        4.0
+    );
+    assert!(
+        metrics.contains("kinfold_log_append_seconds_bucket"),
+        "append latency histogram"
+    );
     server.stop().expect("graceful stop");
 }

@@ -269,7 +269,9 @@ pub const KV_CHECKS: [&str; 3] = [
 pub async fn run_kv(name: &str, kv: Arc<dyn KvStore>, prefix: &str) {
     let table = format!("{prefix}_{name}");
     match name {
-        "rows_are_addressed_by_partition_and_clustering_key" => rows_are_addressed(kv, &table).await,
+        "rows_are_addressed_by_partition_and_clustering_key" => {
+            rows_are_addressed(kv, &table).await
+        }
         "partitions_scan_in_clustering_order" => partitions_scan_in_order(kv, &table).await,
         "batches_within_a_partition_apply_together" => batches_apply_together(kv, &table).await,
         other => panic!("no key-value check named {other}"),
@@ -286,44 +288,94 @@ fn put(clustering_key: &[u8], value: &[u8]) -> KvMutation {
 /// A row is found by its exact (partition, clustering) key and by nothing else; a partition key
 /// that is a prefix of another is a different partition.
 pub async fn rows_are_addressed(kv: Arc<dyn KvStore>, table: &str) {
-    kv.apply(table, b"p", vec![put(b"a", b"1")], true).await.expect("put");
-    kv.apply(table, b"pp", vec![put(b"a", b"2")], false).await.expect("put");
-    assert_eq!(kv.get(table, b"p", b"a").await.expect("get").as_deref(), Some(&b"1"[..]));
-    assert_eq!(kv.get(table, b"pp", b"a").await.expect("get").as_deref(), Some(&b"2"[..]));
+    kv.apply(table, b"p", vec![put(b"a", b"1")], true)
+        .await
+        .expect("put");
+    kv.apply(table, b"pp", vec![put(b"a", b"2")], false)
+        .await
+        .expect("put");
+    assert_eq!(
+        kv.get(table, b"p", b"a").await.expect("get").as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        kv.get(table, b"pp", b"a").await.expect("get").as_deref(),
+        Some(&b"2"[..])
+    );
     assert_eq!(kv.get(table, b"p", b"b").await.expect("get"), None);
     assert_eq!(kv.get(table, b"q", b"a").await.expect("get"), None);
-    assert_eq!(kv.scan_partition(table, b"p", b"", 100).await.expect("scan").len(), 1);
-    kv.apply(table, b"p", vec![put(b"a", b"3")], true).await.expect("overwrite");
-    assert_eq!(kv.get(table, b"p", b"a").await.expect("get").as_deref(), Some(&b"3"[..]));
+    assert_eq!(
+        kv.scan_partition(table, b"p", b"", 100)
+            .await
+            .expect("scan")
+            .len(),
+        1
+    );
+    kv.apply(table, b"p", vec![put(b"a", b"3")], true)
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        kv.get(table, b"p", b"a").await.expect("get").as_deref(),
+        Some(&b"3"[..])
+    );
     let mut partitions = kv.partition_keys(table).await.expect("partition keys");
     partitions.sort();
-    assert_eq!(partitions, vec![Bytes::from_static(b"p"), Bytes::from_static(b"pp")]);
+    assert_eq!(
+        partitions,
+        vec![Bytes::from_static(b"p"), Bytes::from_static(b"pp")]
+    );
 }
 
 /// Rows of a partition come back in clustering-key byte order, from a start key, up to a limit.
 pub async fn partitions_scan_in_order(kv: Arc<dyn KvStore>, table: &str) {
-    let keys: Vec<Vec<u8>> = vec![b"b".to_vec(), b"a".to_vec(), b"c".to_vec(), vec![0xff], b"ab".to_vec()];
+    let keys: Vec<Vec<u8>> = vec![
+        b"b".to_vec(),
+        b"a".to_vec(),
+        b"c".to_vec(),
+        vec![0xff],
+        b"ab".to_vec(),
+    ];
     let mutations = keys.iter().map(|key| put(key, key)).collect();
-    kv.apply(table, b"part", mutations, true).await.expect("put");
-    let rows = kv.scan_partition(table, b"part", b"", 100).await.expect("scan");
+    kv.apply(table, b"part", mutations, true)
+        .await
+        .expect("put");
+    let rows = kv
+        .scan_partition(table, b"part", b"", 100)
+        .await
+        .expect("scan");
     let scanned: Vec<Vec<u8>> = rows.iter().map(|row| row.clustering_key.to_vec()).collect();
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(scanned, sorted);
-    let from_b = kv.scan_partition(table, b"part", b"b", 2).await.expect("scan");
-    let from_b: Vec<&[u8]> = from_b.iter().map(|row| row.clustering_key.as_ref()).collect();
+    let from_b = kv
+        .scan_partition(table, b"part", b"b", 2)
+        .await
+        .expect("scan");
+    let from_b: Vec<&[u8]> = from_b
+        .iter()
+        .map(|row| row.clustering_key.as_ref())
+        .collect();
     assert_eq!(from_b, vec![&b"b"[..], &b"c"[..]]);
-    assert!(kv.scan_partition(table, b"other", b"", 10).await.expect("scan").is_empty());
+    assert!(
+        kv.scan_partition(table, b"other", b"", 10)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
 }
 
 /// Puts and deletes of one batch land together; a deleted row is gone.
 pub async fn batches_apply_together(kv: Arc<dyn KvStore>, table: &str) {
-    kv.apply(table, b"p", vec![put(b"1", b"x"), put(b"2", b"y")], true).await.expect("put");
+    kv.apply(table, b"p", vec![put(b"1", b"x"), put(b"2", b"y")], true)
+        .await
+        .expect("put");
     kv.apply(
         table,
         b"p",
         vec![
-            KvMutation::Delete { clustering_key: Bytes::from_static(b"1") },
+            KvMutation::Delete {
+                clustering_key: Bytes::from_static(b"1"),
+            },
             put(b"3", b"z"),
         ],
         true,

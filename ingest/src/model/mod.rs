@@ -103,7 +103,11 @@ mod tests {
         let EventBody::PosTransaction(transaction) = &event.body else {
             panic!("a pos body");
         };
-        assert_eq!(transaction.phone.as_deref(), Some("+8613912345678"), "normalised in the body too");
+        assert_eq!(
+            transaction.phone.as_deref(),
+            Some("+8613912345678"),
+            "normalised in the body too"
+        );
         assert!(canonical.dropped.is_empty());
     }
 
@@ -141,27 +145,82 @@ mod tests {
             let mut event = sale();
             let mut slot = &mut event;
             for key in path {
-                slot = if let Ok(index) = key.parse::<usize>() { &mut slot[index] } else { &mut slot[*key] };
+                slot = if let Ok(index) = key.parse::<usize>() {
+                    &mut slot[index]
+                } else {
+                    &mut slot[*key]
+                };
             }
             *slot = value;
             event
         };
-        assert_eq!(code_of(with(&["store_id"], json!(" "))), RejectCode::MissingField);
-        assert_eq!(code_of(with(&["lines"], json!([]))), RejectCode::MissingField);
-        assert_eq!(code_of(with(&["total_minor"], json!(-1))), RejectCode::InvalidAmount);
-        assert_eq!(code_of(with(&["total_minor"], json!(10_000_000_001i64))), RejectCode::InvalidAmount);
-        assert_eq!(code_of(with(&["lines", "0", "quantity"], json!(0))), RejectCode::InvalidAmount);
-        assert_eq!(code_of(with(&["lines", "0", "unit_price_minor"], json!(-5))), RejectCode::InvalidAmount);
-        assert_eq!(code_of(with(&["tenders", "0", "amount_minor"], json!(-5))), RejectCode::InvalidAmount);
-        assert_eq!(code_of(with(&["currency"], json!("RMB1"))), RejectCode::InvalidField);
-        assert_eq!(code_of(with(&["business_day"], json!("20/11/2026"))), RejectCode::InvalidField);
-        assert_eq!(code_of(with(&["occurred_at_local"], json!("soon"))), RejectCode::InvalidField);
-        assert_eq!(code_of(with(&["time_zone"], json!("Asia/Atlantis"))), RejectCode::InvalidField);
-        assert_eq!(code_of(with(&["occurred_at_local"], json!("2026-11-22T09:00:00"))), RejectCode::InvalidTimestamp);
-        assert_eq!(code_of(with(&["occurred_at_local"], json!("1999-12-31T09:00:00"))), RejectCode::InvalidTimestamp);
-        assert_eq!(code_of(with(&["serial"], json!("9".repeat(129)))), RejectCode::FieldTooLong);
-        assert_eq!(code_of(with(&["lines", "0", "description"], json!("d".repeat(1025)))), RejectCode::FieldTooLong);
-        assert_eq!(code_of(with(&["kind"], json!("GIFT"))), RejectCode::Undecodable);
+        assert_eq!(
+            code_of(with(&["store_id"], json!(" "))),
+            RejectCode::MissingField
+        );
+        assert_eq!(
+            code_of(with(&["lines"], json!([]))),
+            RejectCode::MissingField
+        );
+        assert_eq!(
+            code_of(with(&["total_minor"], json!(-1))),
+            RejectCode::InvalidAmount
+        );
+        assert_eq!(
+            code_of(with(&["total_minor"], json!(10_000_000_001i64))),
+            RejectCode::InvalidAmount
+        );
+        assert_eq!(
+            code_of(with(&["lines", "0", "quantity"], json!(0))),
+            RejectCode::InvalidAmount
+        );
+        assert_eq!(
+            code_of(with(&["lines", "0", "unit_price_minor"], json!(-5))),
+            RejectCode::InvalidAmount
+        );
+        assert_eq!(
+            code_of(with(&["tenders", "0", "amount_minor"], json!(-5))),
+            RejectCode::InvalidAmount
+        );
+        assert_eq!(
+            code_of(with(&["currency"], json!("RMB1"))),
+            RejectCode::InvalidField
+        );
+        assert_eq!(
+            code_of(with(&["business_day"], json!("20/11/2026"))),
+            RejectCode::InvalidField
+        );
+        assert_eq!(
+            code_of(with(&["occurred_at_local"], json!("soon"))),
+            RejectCode::InvalidField
+        );
+        assert_eq!(
+            code_of(with(&["time_zone"], json!("Asia/Atlantis"))),
+            RejectCode::InvalidField
+        );
+        assert_eq!(
+            code_of(with(&["occurred_at_local"], json!("2026-11-22T09:00:00"))),
+            RejectCode::InvalidTimestamp
+        );
+        assert_eq!(
+            code_of(with(&["occurred_at_local"], json!("1999-12-31T09:00:00"))),
+            RejectCode::InvalidTimestamp
+        );
+        assert_eq!(
+            code_of(with(&["serial"], json!("9".repeat(129)))),
+            RejectCode::FieldTooLong
+        );
+        assert_eq!(
+            code_of(with(
+                &["lines", "0", "description"],
+                json!("d".repeat(1025))
+            )),
+            RejectCode::FieldTooLong
+        );
+        assert_eq!(
+            code_of(with(&["kind"], json!("GIFT"))),
+            RejectCode::Undecodable
+        );
         let mut missing = sale();
         missing.as_object_mut().expect("object").remove("till_id");
         assert_eq!(code_of(missing), RejectCode::MissingField);
@@ -181,10 +240,22 @@ mod tests {
     #[test]
     fn membership_rules_follow_the_event_type() {
         assert!(check(membership("REGISTERED")).is_ok());
-        assert_eq!(code_of(membership("POINTS_ADJUSTED")), RejectCode::MissingField);
-        assert_eq!(code_of(membership("CONSENT_GRANTED")), RejectCode::MissingField);
-        assert_eq!(code_of(membership("COUPON_ISSUED")), RejectCode::MissingField);
-        assert_eq!(code_of(membership("TIER_CHANGED")), RejectCode::MissingField);
+        assert_eq!(
+            code_of(membership("POINTS_ADJUSTED")),
+            RejectCode::MissingField
+        );
+        assert_eq!(
+            code_of(membership("CONSENT_GRANTED")),
+            RejectCode::MissingField
+        );
+        assert_eq!(
+            code_of(membership("COUPON_ISSUED")),
+            RejectCode::MissingField
+        );
+        assert_eq!(
+            code_of(membership("TIER_CHANGED")),
+            RejectCode::MissingField
+        );
         let mut spent = membership("STORED_VALUE_SPENT");
         spent["amount_minor"] = json!(-100);
         spent["currency"] = json!("CNY");
@@ -212,7 +283,10 @@ mod tests {
         assert_eq!(code_of(far), RejectCode::InvalidField);
         assert_eq!(code_of(event("VIEW")), RejectCode::MissingField);
         assert_eq!(code_of(event("PHONE_BOUND")), RejectCode::MissingField);
-        assert_eq!(code_of(event("WECOM_CONTACT_ADDED")), RejectCode::MissingField);
+        assert_eq!(
+            code_of(event("WECOM_CONTACT_ADDED")),
+            RejectCode::MissingField
+        );
         let mut no_openid = event("FOLLOW");
         no_openid["openid"] = json!("undefined");
         assert_eq!(code_of(no_openid), RejectCode::InvalidField);
@@ -221,7 +295,10 @@ mod tests {
         wecom["external_userid"] = json!("wm1");
         wecom["openid"] = Value::Null;
         let canonical = check(wecom).expect("accepted");
-        assert_eq!(canonical.event.identifiers[0].kind, IdentifierKind::WecomExternalUserid);
+        assert_eq!(
+            canonical.event.identifiers[0].kind,
+            IdentifierKind::WecomExternalUserid
+        );
         assert_eq!(canonical.event.identifiers[0].issuer, "ww1");
     }
 
@@ -237,7 +314,10 @@ mod tests {
         let canonical = check(order).expect("kept");
         assert_eq!(canonical.event.event_type, "ecom.order.paid");
         assert_eq!(canonical.event.identifiers.len(), 1);
-        assert_eq!(canonical.event.identifiers[0].kind, IdentifierKind::TmallOmid);
+        assert_eq!(
+            canonical.event.identifiers[0].kind,
+            IdentifierKind::TmallOmid
+        );
         assert_eq!(canonical.dropped[0].kind, IdentifierKind::WechatOpenid);
     }
 }
