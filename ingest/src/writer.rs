@@ -136,8 +136,7 @@ impl IngestWriter {
             codecs: Codecs::new(),
             topics,
         };
-        task.catch_up(CANONICAL_TAG).await?;
-        task.catch_up(DEAD_LETTER_TAG).await?;
+        task.catch_up_all().await?;
         let (requests, receiver) = mpsc::channel(1024);
         tokio::spawn(task.run(receiver));
         Ok(Self { requests })
@@ -177,6 +176,9 @@ impl WriterTask {
     }
 
     async fn run(self, mut receiver: mpsc::Receiver<(Vec<Submission>, Reply)>) {
+        // Set when a round failed after it may have appended: the index may then miss records
+        // that are durable, so it catches up from the logs before the next round is checked.
+        let mut index_may_lag = false;
         while let Some(first) = receiver.recv().await {
             let mut round = vec![first];
             let mut items = round[0].0.len();
@@ -192,7 +194,16 @@ impl WriterTask {
             let (batches, replies): (Vec<_>, Vec<_>) = round.into_iter().unzip();
             let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
             let flat: Vec<Submission> = batches.into_iter().flatten().collect();
-            match self.write_round(&flat).await {
+            let mut result = Ok(Vec::new());
+            if index_may_lag {
+                result = self.catch_up_all().await.map(|()| Vec::new());
+                index_may_lag = result.is_err();
+            }
+            if result.is_ok() {
+                result = self.write_round(&flat).await;
+                index_may_lag = result.is_err();
+            }
+            match result {
                 Ok(outcomes) => {
                     let mut outcomes = outcomes.into_iter();
                     for (reply, size) in replies.into_iter().zip(sizes) {
@@ -203,12 +214,16 @@ impl WriterTask {
                     tracing::error!(error = %error, "ingest round failed; nothing of it is acknowledged");
                     let message = error.to_string();
                     for reply in replies {
-                        let _ =
-                            reply.send(Err(WriterError::Log(LogError::Storage(message.clone()))));
+                        let _ = reply.send(Err(WriterError::Log(LogError::Storage(message.clone()))));
                     }
                 }
             }
         }
+    }
+
+    async fn catch_up_all(&self) -> Result<(), WriterError> {
+        self.catch_up(CANONICAL_TAG).await?;
+        self.catch_up(DEAD_LETTER_TAG).await
     }
 
     async fn seen(&self, tag: u8, id: &[u8; 16]) -> Result<bool, WriterError> {
@@ -256,10 +271,13 @@ impl WriterTask {
         }
 
         let started = Instant::now();
-        let (canonical_positions, dead_letter_positions) = tokio::try_join!(
+        // Both appends run to completion even when one fails, so no append is left in flight
+        // behind an error; the caller then re-indexes from the logs (see `run`).
+        let (canonical_positions, dead_letter_positions) = tokio::join!(
             self.append(&self.topics.canonical, canonical_records),
             self.append(&self.topics.dlq, dead_letter_records),
-        )?;
+        );
+        let (canonical_positions, dead_letter_positions) = (canonical_positions?, dead_letter_positions?);
         metrics::append_latency("ingest", started.elapsed().as_secs_f64());
 
         // Index what was appended, then move the index positions past it.
