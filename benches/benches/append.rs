@@ -391,10 +391,15 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     println!(
-        "append bench{}: keys 36 B, values avg {:.0} B (framed canonical Avro, {} distinct), \
+        "append bench{}: keys 36 B, values avg {:.0} B (framed canonical Avro{}, {} distinct), \
          {PARTITIONS} partitions, tempdirs in {}; setup {:.1} s",
         if quick { " (quick)" } else { "" },
         payload.average_value_len(),
+        if std::env::var_os("KINFOLD_BENCH_VALUE_BYTES").is_some() {
+            " cut to KINFOLD_BENCH_VALUE_BYTES"
+        } else {
+            ""
+        },
         payload.values.len(),
         std::env::temp_dir().display(),
         started.elapsed().as_secs_f64(),

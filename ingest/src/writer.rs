@@ -214,7 +214,8 @@ impl WriterTask {
                     tracing::error!(error = %error, "ingest round failed; nothing of it is acknowledged");
                     let message = error.to_string();
                     for reply in replies {
-                        let _ = reply.send(Err(WriterError::Log(LogError::Storage(message.clone()))));
+                        let _ =
+                            reply.send(Err(WriterError::Log(LogError::Storage(message.clone()))));
                     }
                 }
             }
@@ -277,7 +278,8 @@ impl WriterTask {
             self.append(&self.topics.canonical, canonical_records),
             self.append(&self.topics.dlq, dead_letter_records),
         );
-        let (canonical_positions, dead_letter_positions) = (canonical_positions?, dead_letter_positions?);
+        let (canonical_positions, dead_letter_positions) =
+            (canonical_positions?, dead_letter_positions?);
         metrics::append_latency("ingest", started.elapsed().as_secs_f64());
 
         // Index what was appended, then move the index positions past it.

@@ -3,7 +3,9 @@
 //! produce on demand) a round that fails after half of it was appended.
 
 use kinfold_core::event::EventBody;
-use kinfold_core::ports::{EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicSpec};
+use kinfold_core::ports::{
+    EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicSpec,
+};
 use kinfold_core::time::FixedClock;
 use kinfold_ingest::model::decode_json_event;
 use kinfold_ingest::{IngestLimits, IngestOutcome, IngestWriter, Intake, Origin, Topics};
@@ -40,22 +42,43 @@ impl EventLog for FailingLog {
     async fn partitions(&self, topic: &str) -> Result<u32, LogError> {
         self.inner.partitions(topic).await
     }
-    async fn append(&self, topic: &str, records: Vec<OutgoingRecord>) -> Result<Vec<RecordPosition>, LogError> {
+    async fn append(
+        &self,
+        topic: &str,
+        records: Vec<OutgoingRecord>,
+    ) -> Result<Vec<RecordPosition>, LogError> {
         if topic == self.failing_topic && self.fail.load(Ordering::SeqCst) {
             return Err(LogError::Storage("injected failure".into()));
         }
         self.inner.append(topic, records).await
     }
-    async fn read(&self, topic: &str, partition: u32, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
         self.inner.read(topic, partition, from, max).await
     }
     async fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
         self.inner.watermarks(topic, partition).await
     }
-    async fn commit(&self, group: &str, topic: &str, partition: u32, next: u64) -> Result<(), LogError> {
+    async fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next: u64,
+    ) -> Result<(), LogError> {
         self.inner.commit(group, topic, partition, next).await
     }
-    async fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, LogError> {
+    async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
         self.inner.committed(group, topic, partition).await
     }
 }
@@ -63,8 +86,13 @@ impl EventLog for FailingLog {
 async fn setup(database: &EmbeddedDatabase, log: Arc<dyn EventLog>) -> (Intake, IngestWriter) {
     let kv = Arc::new(database.kv());
     let registry = Arc::new(SchemaRegistry::open(kv.clone()).await.expect("registry"));
-    registry.register_catalog(&Catalog::embedded()).await.expect("catalog");
-    let writer = IngestWriter::start(log, kv, &registry, Topics::default()).await.expect("writer");
+    registry
+        .register_catalog(&Catalog::embedded())
+        .await
+        .expect("catalog");
+    let writer = IngestWriter::start(log, kv, &registry, Topics::default())
+        .await
+        .expect("writer");
     let intake = Intake::new(registry, IngestLimits::default(), Arc::new(FixedClock(NOW)));
     (intake, writer)
 }
@@ -72,7 +100,11 @@ async fn setup(database: &EmbeddedDatabase, log: Arc<dyn EventLog>) -> (Intake, 
 async fn total_records(log: &dyn EventLog, topic: &str) -> u64 {
     let mut total = 0;
     for partition in 0..log.partitions(topic).await.expect("partitions") {
-        total += log.watermarks(topic, partition).await.expect("watermarks").1;
+        total += log
+            .watermarks(topic, partition)
+            .await
+            .expect("watermarks")
+            .1;
     }
     total
 }
@@ -95,13 +127,31 @@ async fn duplicates_are_recognised_within_and_across_rounds_and_restarts() {
     {
         let database = EmbeddedDatabase::open(dir.path()).expect("opens");
         let (intake, writer) = setup(&database, Arc::new(database.log())).await;
-        let round = vec![intake.json(&sale(1), &origin), intake.json(&sale(1), &origin), intake.json("{", &origin)];
+        let round = vec![
+            intake.json(&sale(1), &origin),
+            intake.json(&sale(1), &origin),
+            intake.json("{", &origin),
+        ];
         let outcomes = writer.submit(round).await.expect("stored");
-        assert_eq!(statuses(&outcomes), vec!["accepted", "duplicate", "rejected"]);
-        let again = writer.submit(vec![intake.json(&sale(1), &origin), intake.json("{", &origin)]).await.expect("stored");
+        assert_eq!(
+            statuses(&outcomes),
+            vec!["accepted", "duplicate", "rejected"]
+        );
+        let again = writer
+            .submit(vec![
+                intake.json(&sale(1), &origin),
+                intake.json("{", &origin),
+            ])
+            .await
+            .expect("stored");
         assert_eq!(statuses(&again), vec!["duplicate", "rejected"]);
-        let IngestOutcome::Rejected { newly_recorded, .. } = &again[1] else { panic!("rejected") };
-        assert!(!newly_recorded, "the same dead letter is not recorded twice");
+        let IngestOutcome::Rejected { newly_recorded, .. } = &again[1] else {
+            panic!("rejected")
+        };
+        assert!(
+            !newly_recorded,
+            "the same dead letter is not recorded twice"
+        );
     }
     // A canonical record appended behind the index's back (as a crash between the append and
     // the index write leaves it) is recognised after a restart.
@@ -110,12 +160,22 @@ async fn duplicates_are_recognised_within_and_across_rounds_and_restarts() {
     let body: EventBody = decode_json_event(&sale(2)).expect("decodes");
     log.append(
         "events.canonical",
-        vec![OutgoingRecord { key: Some(body.event_id().to_string().into()), value: "x".into(), ..Default::default() }],
+        vec![OutgoingRecord {
+            key: Some(body.event_id().to_string().into()),
+            value: "x".into(),
+            ..Default::default()
+        }],
     )
     .await
     .expect("raw append");
     let (intake, writer) = setup(&database, log.clone()).await;
-    let outcomes = writer.submit(vec![intake.json(&sale(2), &origin), intake.json(&sale(1), &origin)]).await.expect("stored");
+    let outcomes = writer
+        .submit(vec![
+            intake.json(&sale(2), &origin),
+            intake.json(&sale(1), &origin),
+        ])
+        .await
+        .expect("stored");
     assert_eq!(statuses(&outcomes), vec!["duplicate", "duplicate"]);
     assert_eq!(total_records(log.as_ref(), "events.canonical").await, 2);
     assert_eq!(total_records(log.as_ref(), "events.dlq").await, 1);
@@ -132,16 +192,28 @@ async fn a_round_that_fails_half_way_is_not_appended_twice_on_retry() {
     });
     let (intake, writer) = setup(&database, failing.clone()).await;
     let origin = Origin::channel("test");
-    let round = || vec![intake.json(&sale(7), &origin), intake.json("not json", &origin)];
+    let round = || {
+        vec![
+            intake.json(&sale(7), &origin),
+            intake.json("not json", &origin),
+        ]
+    };
 
     failing.fail.store(true, Ordering::SeqCst);
-    assert!(writer.submit(round()).await.is_err(), "nothing acknowledged when the dead letter failed");
+    assert!(
+        writer.submit(round()).await.is_err(),
+        "nothing acknowledged when the dead letter failed"
+    );
     // The canonical half of that round is durable although it was not acknowledged.
     assert_eq!(total_records(failing.as_ref(), "events.canonical").await, 1);
 
     failing.fail.store(false, Ordering::SeqCst);
     let retried = writer.submit(round()).await.expect("stored");
     assert_eq!(statuses(&retried), vec!["duplicate", "rejected"]);
-    assert_eq!(total_records(failing.as_ref(), "events.canonical").await, 1, "not appended twice");
+    assert_eq!(
+        total_records(failing.as_ref(), "events.canonical").await,
+        1,
+        "not appended twice"
+    );
     assert_eq!(total_records(failing.as_ref(), "events.dlq").await, 1);
 }

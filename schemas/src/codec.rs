@@ -61,11 +61,13 @@ pub fn family_subject(family: EventFamily) -> &'static str {
 }
 
 /// Decodes a family record of `family` written with `writer`.
+#[inline]
 pub fn decode_family(
     family: EventFamily,
     datum: &[u8],
     writer: &FastSchema,
 ) -> Result<EventBody, DecodeError> {
+    #[inline]
     fn read<'a, T: serde::Deserialize<'a>>(
         datum: &'a [u8],
         writer: &FastSchema,

@@ -31,6 +31,9 @@ pub struct RegisteredSchema {
     pub text: String,
     /// The Avro full name of the top-level named type, if it has one.
     pub full_name: Option<String>,
+    /// The event family whose record this schema writes, if any; resolved once here so decoders
+    /// do not compare names per record.
+    pub family: Option<kinfold_core::EventFamily>,
     /// For compatibility checks.
     pub avro: apache_avro::Schema,
     /// For decoding.
@@ -133,10 +136,14 @@ fn parse_schema(id: u32, text: &str) -> Result<RegisteredSchema, RegistryError> 
         .parse::<serde_avro_fast::Schema>()
         .map_err(|error| RegistryError::InvalidSchema(error.to_string()))?;
     let full_name = avro.name().map(|name| name.fullname(None));
+    let family = full_name
+        .as_deref()
+        .and_then(crate::codec::family_of_record);
     Ok(RegisteredSchema {
         id,
         text: text.to_owned(),
         full_name,
+        family,
         avro,
         fast,
     })

@@ -26,6 +26,7 @@ pub fn frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
 }
 
 /// Splits a framed record into its schema id and datum.
+#[inline]
 pub fn parse_frame(bytes: &[u8]) -> Result<(u32, &[u8]), FrameError> {
     let Some(&magic) = bytes.first() else {
         return Err(FrameError::Empty);

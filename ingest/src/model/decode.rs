@@ -4,7 +4,7 @@ use crate::error::{RejectCode, Rejection};
 use kinfold_core::event::{
     EcomOrder, EcomRefund, EventBody, MembershipEvent, PosTransaction, WechatEvent,
 };
-use kinfold_schemas::codec::{decode_family, family_of_record};
+use kinfold_schemas::codec::decode_family;
 use kinfold_schemas::{DecodeError, SchemaRegistry, parse_frame};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -112,13 +112,15 @@ pub fn decode_framed(
             DecodeError::UnknownSchemaId(schema_id),
         )
     })?;
-    let record_name = writer.full_name.as_deref().unwrap_or("(unnamed)");
-    let family = family_of_record(record_name).ok_or_else(|| {
+    let family = writer.family.ok_or_else(|| {
         rejection(
             RejectCode::UnsupportedRecord,
             DecodeError::UnsupportedRecord {
                 schema_id,
-                record: record_name.to_owned(),
+                record: writer
+                    .full_name
+                    .clone()
+                    .unwrap_or_else(|| "(unnamed)".to_owned()),
             },
         )
     })?;

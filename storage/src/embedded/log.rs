@@ -26,8 +26,8 @@ struct Topic {
 #[derive(Default)]
 struct Shared {
     topics: RwLock<HashMap<String, Topic>>,
-    /// (topic, partition) → durable end offset (next offset to be written).
-    durable_ends: RwLock<HashMap<(String, u32), u64>>,
+    /// topic → durable end offset (next offset to be written) of each partition.
+    durable_ends: RwLock<HashMap<String, Vec<u64>>>,
 }
 
 enum Request {
@@ -113,12 +113,11 @@ impl EmbeddedLog {
                     .map(u32::from_be_bytes)
                     .unwrap_or(1);
                 let topic_keyspace = keyspace(&database, &format!("log.t.{name}"))?;
-                for partition in 0..partitions {
-                    let end = stored_end(&topic_keyspace, partition).map_err(|error| {
-                        fjall::Error::Io(std::io::Error::other(error.to_string()))
-                    })?;
-                    ends.insert((name.clone(), partition), end);
-                }
+                let partition_ends = (0..partitions)
+                    .map(|partition| stored_end(&topic_keyspace, partition))
+                    .collect::<Result<Vec<u64>, LogError>>()
+                    .map_err(|error| fjall::Error::Io(std::io::Error::other(error.to_string())))?;
+                ends.insert(name.clone(), partition_ends);
                 topics.insert(
                     name,
                     Topic {
@@ -161,7 +160,8 @@ impl EmbeddedLog {
             .durable_ends
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(topic.to_owned(), partition))
+            .get(topic)
+            .and_then(|ends| ends.get(partition as usize))
             .copied()
             .unwrap_or(0)
     }
@@ -385,13 +385,8 @@ type AppendReply = oneshot::Sender<Result<Vec<RecordPosition>, LogError>>;
 
 impl Writer {
     fn run(self, requests: &mpsc::Receiver<Request>) {
-        // Next offset to assign per partition; starts at the durable end.
-        let mut next_offsets: HashMap<(String, u32), u64> = self
-            .shared
-            .durable_ends
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        // Next offset to assign per topic and partition; starts at the durable end.
+        let mut next_offsets: HashMap<String, Vec<u64>> = HashMap::new();
         while let Ok(first) = requests.recv() {
             let mut pending = vec![first];
             while pending.len() < MAX_REQUESTS_PER_BATCH {
@@ -404,57 +399,82 @@ impl Writer {
         }
     }
 
-    fn write_batch(&self, pending: Vec<Request>, next_offsets: &mut HashMap<(String, u32), u64>) {
+    fn durable_ends_of(&self, topic: &str, partitions: u32) -> Vec<u64> {
+        let mut ends = self
+            .shared
+            .durable_ends
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(topic)
+            .cloned()
+            .unwrap_or_default();
+        ends.resize(partitions as usize, 0);
+        ends
+    }
+
+    fn write_batch(&self, pending: Vec<Request>, next_offsets: &mut HashMap<String, Vec<u64>>) {
         let mut batch = self.database.batch();
         let mut append_replies: Vec<(AppendReply, Result<Vec<RecordPosition>, LogError>)> =
             Vec::new();
         let mut commit_replies = Vec::new();
-        let mut staged_ends: HashMap<(String, u32), u64> = HashMap::new();
-        let topics = self
-            .shared
-            .topics
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        for request in pending {
-            match request {
-                Request::Append {
-                    topic,
-                    records,
-                    reply,
-                } => {
-                    let Some(spec) = topics.get(&topic) else {
-                        append_replies.push((reply, Err(LogError::UnknownTopic(topic))));
-                        continue;
-                    };
-                    let mut positions = Vec::with_capacity(records.len());
-                    for record in &records {
-                        let partition = record.partition.unwrap_or_else(|| {
-                            record
-                                .key
-                                .as_ref()
-                                .map_or(0, |key| partition_for_key(key, spec.partitions))
-                        });
-                        let next = next_offsets.entry((topic.clone(), partition)).or_insert(0);
-                        let offset = *next;
-                        *next += 1;
-                        batch.insert(
-                            &spec.keyspace,
-                            record_key(partition, offset),
-                            record::encode(record),
-                        );
-                        staged_ends.insert((topic.clone(), partition), offset + 1);
-                        positions.push(RecordPosition { partition, offset });
+        let mut touched: Vec<String> = Vec::new();
+        {
+            // Held while the batch is built (no I/O), released before commit and fsync.
+            let topics = self
+                .shared
+                .topics
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for request in pending {
+                match request {
+                    Request::Append {
+                        topic,
+                        records,
+                        reply,
+                    } => {
+                        let Some(spec) = topics.get(&topic) else {
+                            append_replies.push((reply, Err(LogError::UnknownTopic(topic))));
+                            continue;
+                        };
+                        if !next_offsets.contains_key(&topic) {
+                            next_offsets.insert(
+                                topic.clone(),
+                                self.durable_ends_of(&topic, spec.partitions),
+                            );
+                        }
+                        let offsets = next_offsets
+                            .get_mut(&topic)
+                            .unwrap_or_else(|| unreachable!("inserted above"));
+                        let mut positions = Vec::with_capacity(records.len());
+                        for record in &records {
+                            let partition = record.partition.unwrap_or_else(|| {
+                                record
+                                    .key
+                                    .as_ref()
+                                    .map_or(0, |key| partition_for_key(key, spec.partitions))
+                            });
+                            let offset = offsets[partition as usize];
+                            offsets[partition as usize] += 1;
+                            batch.insert(
+                                &spec.keyspace,
+                                record_key(partition, offset),
+                                record::encode(record),
+                            );
+                            positions.push(RecordPosition { partition, offset });
+                        }
+                        if !touched.contains(&topic) {
+                            touched.push(topic);
+                        }
+                        append_replies.push((reply, Ok(positions)));
                     }
-                    append_replies.push((reply, Ok(positions)));
-                }
-                Request::Commit {
-                    key,
-                    next_offset,
-                    reply,
-                } => {
-                    batch.insert(&self.meta, key, next_offset.to_be_bytes());
-                    commit_replies.push(reply);
+                    Request::Commit {
+                        key,
+                        next_offset,
+                        reply,
+                    } => {
+                        batch.insert(&self.meta, key, next_offset.to_be_bytes());
+                        commit_replies.push(reply);
+                    }
                 }
             }
         }
@@ -468,7 +488,10 @@ impl Writer {
                     .durable_ends
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                ends.extend(staged_ends);
+                for topic in touched {
+                    let staged = next_offsets.get(&topic).cloned().unwrap_or_default();
+                    ends.insert(topic, staged);
+                }
                 drop(ends);
                 for (reply, result) in append_replies {
                     let _ = reply.send(result);
@@ -481,16 +504,8 @@ impl Writer {
                 // Nothing of this batch is acknowledged. Offsets handed out are taken back so
                 // the log stays dense; a record that did reach the journal before the failure
                 // is overwritten by the next append at the same offset.
-                for ((topic, partition), _) in staged_ends {
-                    let durable = self
-                        .shared
-                        .durable_ends
-                        .read()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get(&(topic.clone(), partition))
-                        .copied()
-                        .unwrap_or(0);
-                    next_offsets.insert((topic, partition), durable);
+                for topic in touched {
+                    next_offsets.remove(&topic);
                 }
                 tracing::error!(error = %error, "log batch failed; nothing of it is acknowledged");
                 for (reply, _) in append_replies {
