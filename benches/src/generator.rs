@@ -1476,7 +1476,9 @@ impl Generator {
                 if traits.unionid {
                     event.unionid = Some(self.unionid(index));
                 }
-                event.phone = Some(self.captured_phone(index));
+                // WeChat hands over the number it verified: never junk, and the event is
+                // rejected without one.
+                event.phone = Some(self.phone(index));
                 event.phone_consent = Some(self.rng.random_bool(0.85));
                 self.emit_wechat(event, false);
             }

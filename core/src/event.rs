@@ -143,34 +143,43 @@ impl EventBody {
         }
     }
 
-    /// The natural key of the source event; the event id is derived from it.
+    /// The natural key of the source event; the event id is derived from it. Parts are
+    /// trimmed and joined with `|`, a `|` or `\\` inside a part escaped, so that no two
+    /// different keys join to the same text.
     pub fn natural_key(&self) -> String {
         match self {
-            Self::PosTransaction(t) => format!(
-                "{}|{}|{}|{}|{}",
-                t.brand, t.store_id, t.till_id, t.business_day, t.serial
-            ),
-            Self::EcomOrder(o) => format!(
-                "{}|{}|{}|{}|{}",
+            Self::PosTransaction(t) => join_key(&[
+                &t.brand,
+                &t.store_id,
+                &t.till_id,
+                &t.business_day,
+                &t.serial,
+            ]),
+            Self::EcomOrder(o) => join_key(&[
                 o.platform.as_str(),
-                o.shop_id,
-                o.order_id,
+                &o.shop_id,
+                &o.order_id,
                 o.status.as_str(),
-                o.source_version
-            ),
-            Self::EcomRefund(r) => format!("{}|{}|{}", r.platform.as_str(), r.shop_id, r.refund_id),
+                &o.source_version.to_string(),
+            ]),
+            Self::EcomRefund(r) => join_key(&[r.platform.as_str(), &r.shop_id, &r.refund_id]),
             Self::Wechat(w) => match &w.msg_id {
-                Some(msg_id) => format!("{}|msg|{msg_id}", w.app_id),
-                None => format!(
-                    "{}|{}|{}|{}|{}",
-                    w.app_id,
+                Some(msg_id) => join_key(&[&w.app_id, "msg", msg_id]),
+                // Without WeChat's message id, everything that tells two events apart; views
+                // of different pages or products in the same second stay distinct.
+                None => join_key(&[
+                    &w.app_id,
                     w.openid.as_deref().unwrap_or_default(),
                     w.external_userid.as_deref().unwrap_or_default(),
                     w.event_type.as_str(),
-                    w.occurred_at
-                ),
+                    &w.occurred_at.to_string(),
+                    w.scene.as_deref().unwrap_or_default(),
+                    w.page.as_deref().unwrap_or_default(),
+                    w.sku.as_deref().unwrap_or_default(),
+                    w.guide_id.as_deref().unwrap_or_default(),
+                ]),
             },
-            Self::Membership(m) => format!("{}|{}|{}", m.brand, m.member_card, m.event_ref),
+            Self::Membership(m) => join_key(&[&m.brand, &m.member_card, &m.event_ref]),
         }
     }
 
@@ -192,6 +201,23 @@ impl EventBody {
             Self::Membership(m) => format!("membership.{}", m.event_type.as_str()),
         }
     }
+}
+
+/// Joins trimmed key parts with `|`, escaping `\\` and `|` inside parts.
+fn join_key(parts: &[&str]) -> String {
+    let mut key = String::with_capacity(parts.iter().map(|part| part.len() + 1).sum());
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            key.push('|');
+        }
+        for c in part.trim().chars() {
+            if c == '|' || c == '\\' {
+                key.push('\\');
+            }
+            key.push(c);
+        }
+    }
+    key
 }
 
 macro_rules! avro_enum {
@@ -508,6 +534,14 @@ mod tests {
         assert_ne!(a, c);
         assert_ne!(a, d);
         assert_eq!(a.0.get_version_num(), 5);
+    }
+
+    #[test]
+    fn key_parts_cannot_run_into_each_other() {
+        assert_ne!(join_key(&["A|B", "C"]), join_key(&["A", "B|C"]));
+        assert_ne!(join_key(&["A\\", "|C"]), join_key(&["A\\|", "C"]));
+        assert_eq!(join_key(&[" S1 ", "T1"]), join_key(&["S1", "T1"]));
+        assert_eq!(join_key(&["a", "b"]), "a|b");
     }
 
     #[test]

@@ -214,6 +214,9 @@ fn normalise_phone(default_country: &str, raw: &str) -> Result<Identifier, JunkI
         digits
     } else if let Some(rest) = digits.strip_prefix("00") {
         rest.to_owned()
+    } else if default_country == "86" && digits.len() == 13 && digits.starts_with("861") {
+        // A mainland mobile with its country code but no `+`, as CRM exports write them.
+        digits
     } else {
         if default_country.is_empty() || !default_country.bytes().all(|b| b.is_ascii_digit()) {
             return Err(JunkIdentifier::Malformed(
@@ -224,8 +227,9 @@ fn normalise_phone(default_country: &str, raw: &str) -> Result<Identifier, JunkI
         format!("{default_country}{national}")
     };
     let country = if let Some(national) = international.strip_prefix("86") {
-        // Mainland China mobile numbers: 11 digits starting with 1.
-        if national.len() != 11 || !national.starts_with('1') {
+        // Mainland mobile numbers: 11 digits, `1` then 3 to 9.
+        let second = national.as_bytes().get(1).copied().unwrap_or_default();
+        if national.len() != 11 || !national.starts_with('1') || !(b'3'..=b'9').contains(&second) {
             return Err(JunkIdentifier::Malformed(
                 "not a mainland china mobile number",
             ));
@@ -304,6 +308,11 @@ mod tests {
         assert_eq!(phone("139 1234 5678").as_deref(), Ok("+8613912345678"));
         assert_eq!(phone("+86 139-1234-5678").as_deref(), Ok("+8613912345678"));
         assert_eq!(phone("008613912345678").as_deref(), Ok("+8613912345678"));
+        assert_eq!(phone("8613912345678").as_deref(), Ok("+8613912345678"));
+        assert!(matches!(
+            phone("12912345678"),
+            Err(JunkIdentifier::Malformed(_))
+        ));
         assert_eq!(phone("+44 20 7946 0958").as_deref(), Ok("+442079460958"));
         let uk = Identifier::parse(IdentifierKind::Phone, "86", "+442079460958").ok();
         assert_eq!(uk.map(|id| id.issuer).as_deref(), Some("44"));
@@ -318,7 +327,11 @@ mod tests {
         assert_eq!(phone("0"), Err(JunkIdentifier::AllZeros));
         assert_eq!(phone("00000000000"), Err(JunkIdentifier::AllZeros));
         assert_eq!(phone("13800138000"), Err(JunkIdentifier::TestValue));
-        assert_eq!(phone("11111111111"), Err(JunkIdentifier::TestValue));
+        assert!(matches!(
+            phone("11111111111"),
+            Err(JunkIdentifier::Malformed(_))
+        ));
+        assert_eq!(phone("+44 7777 777777"), Err(JunkIdentifier::TestValue));
         assert!(matches!(
             phone("1391234"),
             Err(JunkIdentifier::Malformed(_))

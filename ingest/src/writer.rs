@@ -96,6 +96,15 @@ struct WriterTask {
     dead_letter_schema_id: u32,
 }
 
+/// The compiled-in schema `Codecs` encodes `subject` with.
+fn current_schema(subject: &str) -> &'static str {
+    static CATALOG: std::sync::OnceLock<kinfold_schemas::Catalog> = std::sync::OnceLock::new();
+    CATALOG
+        .get_or_init(kinfold_schemas::Catalog::embedded)
+        .subject(subject)
+        .map_or("", |entry| entry.current())
+}
+
 fn id_bytes(text: &str) -> Option<[u8; 16]> {
     text.parse::<EventId>().ok().map(|id| *id.as_bytes())
 }
@@ -129,8 +138,9 @@ impl IngestWriter {
             .await?;
         log.ensure_topic(&topics.dlq, topics.dlq_partitions).await?;
         let task = WriterTask {
-            canonical_schema_id: registry.latest_id(CANONICAL_SUBJECT)?,
-            dead_letter_schema_id: registry.latest_id(DLQ_SUBJECT)?,
+            canonical_schema_id: registry
+                .id_of(CANONICAL_SUBJECT, current_schema(CANONICAL_SUBJECT))?,
+            dead_letter_schema_id: registry.id_of(DLQ_SUBJECT, current_schema(DLQ_SUBJECT))?,
             log,
             kv,
             codecs: Codecs::new(),

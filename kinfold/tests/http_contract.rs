@@ -118,6 +118,18 @@ fn the_http_contract_holds() {
     let (status, answer) = post("application/vnd.confluent.avro", framed.clone());
     assert_eq!(status, 202);
     assert_eq!(answer["results"][0]["status"], "accepted", "{answer}");
+    // Two records in a body meant for one: the second is not silently dropped.
+    let mut two = framed.clone();
+    two.extend_from_slice(&framed[5..]);
+    let (status, answer) = post("application/vnd.confluent.avro", two);
+    assert_eq!(status, 202);
+    assert_eq!(answer["results"][0]["status"], "rejected", "{answer}");
+    assert!(
+        answer["results"][0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("left over")
+    );
     let mut bad_magic = framed.clone();
     bad_magic[0] = 7;
     let (status, answer) = post("application/vnd.confluent.avro", bad_magic);
@@ -128,6 +140,33 @@ fn the_http_contract_holds() {
     let (status, answer) = post("application/vnd.kinfold.avro-frames", frames);
     assert_eq!(status, 400);
     assert_eq!(answer["results"][0]["reason_code"], "bad_framing");
+
+    // The registry: Kinfold's own subjects are not writable; versions are numbers.
+    let refused = client
+        .post(format!(
+            "{}/registry/subjects/events.canonical-value/versions",
+            server.url
+        ))
+        .body(json!({"schema": "\"string\""}).to_string())
+        .send()
+        .expect("registry");
+    assert_eq!(refused.status().as_u16(), 403);
+    let refused: Value = refused.json().expect("json");
+    assert_eq!(refused["error_code"], 40301);
+    let bad_version = client
+        .get(format!(
+            "{}/registry/subjects/{subject}/versions/zero",
+            server.url
+        ))
+        .send()
+        .expect("registry");
+    assert_eq!(bad_version.status().as_u16(), 422);
+    let bad_id = client
+        .get(format!("{}/registry/schemas/ids/abc", server.url))
+        .send()
+        .expect("registry");
+    assert_eq!(bad_id.status().as_u16(), 404);
+    assert_eq!(bad_id.json::<Value>().expect("json")["error_code"], 40403);
 
     // Metrics count what happened, by source and reason.
     let metrics = client

@@ -24,6 +24,8 @@ pub enum DecodeError {
     UnsupportedRecord { schema_id: u32, record: String },
     #[error("avro datum does not match its writer schema: {0}")]
     Avro(String),
+    #[error("bytes left over after the avro datum: more than one record, or a wrong writer schema")]
+    TrailingBytes,
 }
 
 /// Why a value could not be encoded.
@@ -72,8 +74,7 @@ pub fn decode_family(
         datum: &'a [u8],
         writer: &FastSchema,
     ) -> Result<T, DecodeError> {
-        serde_avro_fast::from_datum_slice(datum, writer)
-            .map_err(|error| DecodeError::Avro(error.to_string()))
+        decode_exact(datum, writer)
     }
     Ok(match family {
         EventFamily::PosTransaction => {
@@ -84,6 +85,23 @@ pub fn decode_family(
         EventFamily::Wechat => EventBody::Wechat(read::<WechatEvent>(datum, writer)?),
         EventFamily::Membership => EventBody::Membership(read::<MembershipEvent>(datum, writer)?),
     })
+}
+
+/// Decodes exactly one datum: bytes left over are an error, never silently dropped.
+#[inline]
+pub fn decode_exact<'a, T: serde::Deserialize<'a>>(
+    datum: &'a [u8],
+    writer: &FastSchema,
+) -> Result<T, DecodeError> {
+    use serde_avro_fast::de::read::Read as _;
+    let mut state = serde_avro_fast::de::DeserializerState::from_slice(datum, writer);
+    let value = T::deserialize(state.deserializer())
+        .map_err(|error| DecodeError::Avro(error.to_string()))?;
+    // Skipping one more byte succeeds only if the datum did not end where the record did.
+    if state.into_reader().skip_bytes(1).is_ok() {
+        return Err(DecodeError::TrailingBytes);
+    }
+    Ok(value)
 }
 
 fn encode<T: serde::Serialize>(value: &T, schema: &FastSchema) -> Result<Vec<u8>, EncodeError> {
@@ -169,8 +187,7 @@ impl Codecs {
 
     /// Decodes a canonical event.
     pub fn decode_canonical(&self, datum: &[u8]) -> Result<CanonicalEvent, DecodeError> {
-        serde_avro_fast::from_datum_slice(datum, &self.canonical)
-            .map_err(|error| DecodeError::Avro(error.to_string()))
+        decode_exact(datum, &self.canonical)
     }
 
     /// Encodes a dead letter.
@@ -180,12 +197,11 @@ impl Codecs {
 
     /// Decodes a dead letter.
     pub fn decode_dead_letter(&self, datum: &[u8]) -> Result<DeadLetter, DecodeError> {
-        serde_avro_fast::from_datum_slice(datum, &self.dead_letter)
-            .map_err(|error| DecodeError::Avro(error.to_string()))
+        decode_exact(datum, &self.dead_letter)
     }
 }
 
-fn decode_framed_with<T: serde::de::DeserializeOwned>(
+fn decode_framed_with<T: for<'a> serde::Deserialize<'a>>(
     bytes: &[u8],
     registry: &crate::SchemaRegistry,
 ) -> Result<T, DecodeError> {
@@ -193,8 +209,7 @@ fn decode_framed_with<T: serde::de::DeserializeOwned>(
     let writer = registry
         .schema_by_id(schema_id)
         .ok_or(DecodeError::UnknownSchemaId(schema_id))?;
-    serde_avro_fast::from_datum_slice(datum, &writer.fast)
-        .map_err(|error| DecodeError::Avro(error.to_string()))
+    decode_exact(datum, &writer.fast)
 }
 
 /// Decodes a framed canonical event, whatever version of the canonical schema wrote it.

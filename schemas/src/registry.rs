@@ -61,6 +61,12 @@ pub enum RegistryError {
     },
     #[error("invalid compatibility level `{0}`")]
     InvalidCompatibilityLevel(String),
+    #[error("invalid version `{0}`: a positive number or `latest`")]
+    InvalidVersion(String),
+    #[error("subject `{0}` has no compatibility level of its own")]
+    SubjectLevelNotFound(String),
+    #[error("subject `{0}` is written by kinfold itself; its schemas change only with kinfold")]
+    ReservedSubject(String),
     #[error(transparent)]
     Storage(#[from] KvError),
 }
@@ -75,6 +81,9 @@ impl RegistryError {
             Self::InvalidSchema(_) | Self::UnsupportedSchemaType(_) => 42201,
             Self::Incompatible { .. } => 409,
             Self::InvalidCompatibilityLevel(_) => 42203,
+            Self::InvalidVersion(_) => 42202,
+            Self::SubjectLevelNotFound(_) => 40408,
+            Self::ReservedSubject(_) => 40301,
             Self::Storage(_) => 50001,
         }
     }
@@ -104,6 +113,9 @@ struct RegistryState {
     subjects: BTreeMap<String, Vec<u32>>,
     global_level: Option<CompatibilityLevel>,
     subject_levels: HashMap<String, CompatibilityLevel>,
+    /// Per subject, the schema Kinfold's code reads records with: a new version must be
+    /// readable by it as well as compatible with the earlier versions.
+    readers: HashMap<String, apache_avro::Schema>,
 }
 
 /// The registry. Cheap to share behind an `Arc`.
@@ -260,7 +272,10 @@ impl SchemaRegistry {
         };
         let number = match version {
             "latest" | "-1" => ids.len() as u32,
-            other => other.parse::<u32>().map_err(|_| not_found())?,
+            other => match other.parse::<u32>() {
+                Ok(number) if number > 0 => number,
+                _ => return Err(RegistryError::InvalidVersion(other.to_owned())),
+            },
         };
         let id = number
             .checked_sub(1)
@@ -384,7 +399,19 @@ impl SchemaRegistry {
         };
         let previous: Vec<&apache_avro::Schema> =
             previous.iter().map(|schema| &schema.avro).collect();
-        Ok(incompatibilities(level, &candidate.avro, &previous))
+        let mut reasons = incompatibilities(level, &candidate.avro, &previous);
+        if level != CompatibilityLevel::None
+            && let Some(reader) = self.read().readers.get(subject)
+            && let Err(error) = apache_avro::schema_compatibility::SchemaCompatibility::can_read(
+                &candidate.avro,
+                reader,
+            )
+        {
+            reasons.push(format!(
+                "kinfold cannot read data written with the new schema: {error}"
+            ));
+        }
+        Ok(reasons)
     }
 
     /// Registers `text` under `subject`; returns its id. Registering a schema the subject
@@ -453,14 +480,24 @@ impl SchemaRegistry {
     }
 
     /// Registers every version of Kinfold's own catalog, oldest first, so the ids exist before
-    /// any record is written. Idempotent.
+    /// any record is written, and remembers each subject's current schema as the one Kinfold
+    /// reads with. Idempotent.
     pub async fn register_catalog(&self, catalog: &crate::Catalog) -> Result<(), RegistryError> {
         for entry in &catalog.subjects {
             for text in &entry.versions {
                 self.register(&entry.subject, text).await?;
             }
+            let reader = apache_avro::Schema::parse_str(entry.current())
+                .map_err(|error| RegistryError::InvalidSchema(error.to_string()))?;
+            self.write().readers.insert(entry.subject.clone(), reader);
         }
         Ok(())
+    }
+
+    /// The id of exactly `text` under `subject`: what a writer that encodes with `text` must
+    /// frame its records with (not merely the subject's latest version).
+    pub fn id_of(&self, subject: &str, text: &str) -> Result<u32, RegistryError> {
+        Ok(self.lookup(subject, text)?.schema.id)
     }
 
     /// The id of the current version of `subject`.

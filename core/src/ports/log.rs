@@ -145,6 +145,12 @@ pub trait EventLog: Send + Sync + fmt::Debug {
     /// The topic's partition count.
     async fn partitions(&self, topic: &str) -> Result<u32, LogError>;
 
+    /// False once the log can no longer take appends (a failed fsync on the embedded backend);
+    /// `/readyz` reports it so that an orchestrator restarts the process.
+    fn is_healthy(&self) -> bool {
+        true
+    }
+
     /// Appends `records` to `topic`; returns once they are durable, with their positions in
     /// the order given. Records of one call that land in the same partition keep their order.
     async fn append(

@@ -170,11 +170,18 @@ pub fn extract(
                 UNIONID_ISSUER,
                 &mut event.unionid,
             );
-            collector.take(
-                IdentifierKind::Phone,
-                DEFAULT_PHONE_COUNTRY,
-                &mut event.phone,
-            );
+            if event.event_type == WechatEventType::PhoneBound {
+                // The phone is what this event is about: without a usable one it says nothing.
+                let mut phone = event.phone.take().unwrap_or_default();
+                collector.require(IdentifierKind::Phone, DEFAULT_PHONE_COUNTRY, &mut phone)?;
+                event.phone = Some(phone);
+            } else {
+                collector.take(
+                    IdentifierKind::Phone,
+                    DEFAULT_PHONE_COUNTRY,
+                    &mut event.phone,
+                );
+            }
         }
         EventBody::Membership(event) => {
             collector.require(

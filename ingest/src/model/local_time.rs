@@ -13,15 +13,20 @@ pub const DEFAULT_TIME_ZONE: Tz = chrono_tz::Asia::Shanghai;
 pub fn event_time(body: &EventBody) -> Result<TimestampMicros, Rejection> {
     match body {
         EventBody::PosTransaction(transaction) => {
-            NaiveDate::parse_from_str(&transaction.business_day, "%Y-%m-%d").map_err(|_| {
-                Rejection::new(
-                    RejectCode::InvalidField,
-                    format!(
-                        "business_day `{}` is not YYYY-MM-DD",
-                        transaction.business_day
-                    ),
-                )
-            })?;
+            let day = transaction.business_day.trim();
+            let parsed = NaiveDate::parse_from_str(day, "%Y-%m-%d").ok();
+            // Only the canonical spelling: `2026-11-5` and `2026-11-05` would give one sale two ids.
+            parsed
+                .filter(|date| date.format("%Y-%m-%d").to_string() == day)
+                .ok_or_else(|| {
+                    Rejection::new(
+                        RejectCode::InvalidField,
+                        format!(
+                            "business_day `{}` is not YYYY-MM-DD",
+                            transaction.business_day
+                        ),
+                    )
+                })?;
             resolve_local(
                 &transaction.occurred_at_local,
                 transaction.time_zone.as_deref(),

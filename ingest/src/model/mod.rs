@@ -287,6 +287,10 @@ mod tests {
             code_of(event("WECOM_CONTACT_ADDED")),
             RejectCode::MissingField
         );
+        let mut junk_phone = event("PHONE_BOUND");
+        junk_phone["phone"] = json!("undefined");
+        junk_phone["phone_consent"] = json!(true);
+        assert_eq!(code_of(junk_phone), RejectCode::InvalidField);
         let mut no_openid = event("FOLLOW");
         no_openid["openid"] = json!("undefined");
         assert_eq!(code_of(no_openid), RejectCode::InvalidField);

@@ -27,7 +27,7 @@ const SUBMIT_BATCH: usize = 1000;
 struct Invoice {
     first_line: u64,
     kind: PosTransactionKind,
-    invoice_date: String,
+    invoice_date: chrono::NaiveDateTime,
     customer: Option<String>,
     lines: Vec<PosLine>,
     rows: Vec<String>,
@@ -61,7 +61,7 @@ struct MappedRow {
     invoice: String,
     kind: PosTransactionKind,
     line: PosLine,
-    invoice_date: String,
+    invoice_date: chrono::NaiveDateTime,
     customer: Option<String>,
 }
 
@@ -117,13 +117,20 @@ fn map_row(record: &csv::StringRecord) -> Result<MappedRow, Rejection> {
         }
         _ => {}
     }
-    let invoice_date = field(4);
-    if invoice_date.len() < 10 {
+    let invoice_date = chrono::NaiveDateTime::parse_from_str(field(4), "%Y-%m-%d %H:%M:%S")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(field(4), "%Y-%m-%d %H:%M"))
+        .map_err(|_| {
+            Rejection::new(
+                RejectCode::InvalidField,
+                format!("invoice date `{}` is not YYYY-MM-DD HH:MM[:SS]", field(4)),
+            )
+        })?;
+    let Some(units) = quantity.checked_abs() else {
         return Err(Rejection::new(
-            RejectCode::InvalidField,
-            format!("invoice date `{invoice_date}`"),
+            RejectCode::InvalidAmount,
+            format!("quantity {quantity} is absurd"),
         ));
-    }
+    };
     let customer = match field(6) {
         "" => None,
         id => Some(id.strip_suffix(".0").unwrap_or(id).to_owned()),
@@ -136,11 +143,11 @@ fn map_row(record: &csv::StringRecord) -> Result<MappedRow, Rejection> {
             sku: field(1).to_owned(),
             description: (!description.is_empty()).then(|| description.to_owned()),
             category: None,
-            quantity: quantity.abs(),
+            quantity: units,
             unit_price_minor,
             discount_minor: 0,
         },
-        invoice_date: invoice_date.to_owned(),
+        invoice_date,
         customer,
     })
 }
@@ -157,8 +164,8 @@ fn transaction(serial: &str, invoice: &Invoice) -> PosTransaction {
         store_id: "online".to_owned(),
         till_id: "web".to_owned(),
         serial: serial.to_owned(),
-        business_day: invoice.invoice_date[..10].to_owned(),
-        occurred_at_local: invoice.invoice_date.replacen(' ', "T", 1),
+        business_day: invoice.invoice_date.format("%Y-%m-%d").to_string(),
+        occurred_at_local: invoice.invoice_date.format("%Y-%m-%dT%H:%M:%S").to_string(),
         time_zone: Some("Europe/London".to_owned()),
         currency: "GBP".to_owned(),
         lines: invoice.lines.clone(),
@@ -170,6 +177,19 @@ fn transaction(serial: &str, invoice: &Invoice) -> PosTransaction {
         guide_id: None,
         original_serial: None,
     }
+}
+
+/// The record as one CSV line, quoted as the file quotes it.
+fn csv_line(record: &csv::StringRecord) -> anyhow::Result<String> {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    writer.write_record(record)?;
+    let mut bytes = writer
+        .into_inner()
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    bytes.pop();
+    Ok(String::from_utf8(bytes)?)
 }
 
 async fn submit(app: &App, batch: Vec<Submission>, summary: &mut Summary) -> anyhow::Result<()> {
@@ -233,7 +253,7 @@ pub async fn online_retail(config: Config, args: &ImportArgs) -> anyhow::Result<
         }
         summary.rows += 1;
         let line = record.position().map_or(0, csv::Position::line);
-        let row_text = record.iter().collect::<Vec<_>>().join(",");
+        let row_text = csv_line(&record)?;
         match map_row(&record) {
             Ok(mapped) => {
                 let index = *index_of.entry(mapped.invoice.clone()).or_insert_with(|| {
@@ -242,7 +262,7 @@ pub async fn online_retail(config: Config, args: &ImportArgs) -> anyhow::Result<
                         Invoice {
                             first_line: line,
                             kind: mapped.kind,
-                            invoice_date: mapped.invoice_date.clone(),
+                            invoice_date: mapped.invoice_date,
                             customer: mapped.customer.clone(),
                             lines: Vec::new(),
                             rows: Vec::new(),

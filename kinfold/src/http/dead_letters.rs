@@ -2,6 +2,7 @@
 //! dead letters again (after the cause was fixed: a schema registered, a limit raised).
 
 use super::HttpState;
+use super::events::{AVRO_FRAMES_CONTENT_TYPE, split_frames};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
@@ -9,7 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use kinfold_core::DeadLetter;
+use kinfold_core::{DeadLetter, ErrorKind};
+use kinfold_ingest::model::decode_json_request;
 use kinfold_ingest::{Origin, Submission};
 use kinfold_schemas::codec::decode_framed_dead_letter;
 use serde::Deserialize;
@@ -59,7 +61,14 @@ async fn read_window(
             window.limit.min(10_000),
         )
         .await
-        .map_err(|e| internal(format!("cannot read {topic}: {e}")))?;
+        .map_err(|e| match e.fault() {
+            kinfold_core::error::Fault::User => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
+                .into_response(),
+            _ => internal(format!("cannot read {topic}: {e}")),
+        })?;
     records
         .into_iter()
         .map(|record| {
@@ -124,30 +133,40 @@ async fn redrive(State(state): State<HttpState>, Json(window): Json<Window>) -> 
             line: letter.line,
             ..Origin::channel("redrive")
         };
-        let is_avro = letter
-            .content_type
-            .as_deref()
-            .is_some_and(|t| t.contains("avro"));
-        let is_json = letter
-            .content_type
-            .as_deref()
-            .is_none_or(|t| t.contains("json"));
-        let submission = if is_avro {
-            intake.avro(&letter.payload, &origin)
-        } else if is_json && letter.channel != "import" {
-            match std::str::from_utf8(&letter.payload) {
-                Ok(text) => intake.json(text, &origin),
-                Err(_) => {
-                    skipped.push(json!({"offset": offset, "why": "payload is not utf-8 json"}));
-                    continue;
+        let content_type = letter.content_type.as_deref().unwrap_or("application/json");
+        if letter.channel == "import" {
+            skipped.push(json!({"offset": offset, "why": "rows of an import are redriven by importing the file again"}));
+            continue;
+        }
+        // A whole request kept as one dead letter (too many items, broken framing) is split
+        // again, so that each item gets its own result.
+        if content_type == AVRO_FRAMES_CONTENT_TYPE {
+            match split_frames(&letter.payload) {
+                Ok(frames) => {
+                    for frame in frames {
+                        offsets.push(*offset);
+                        submissions.push(intake.avro(frame, &origin));
+                    }
+                }
+                Err(rejection) => {
+                    skipped.push(json!({"offset": offset, "why": rejection.to_string()}))
                 }
             }
+        } else if content_type.contains("avro") {
+            offsets.push(*offset);
+            submissions.push(intake.avro(&letter.payload, &origin));
+        } else if let Ok(items) = decode_json_request(&letter.payload, usize::MAX) {
+            for item in items {
+                offsets.push(*offset);
+                submissions.push(intake.json(item.get(), &origin));
+            }
+        } else if let Ok(text) = std::str::from_utf8(&letter.payload) {
+            // Still not JSON: submitted as it is, and rejected again with its reason.
+            offsets.push(*offset);
+            submissions.push(intake.json(text, &origin));
         } else {
-            skipped.push(json!({"offset": offset, "why": "only http and kafka inputs can be redriven; re-run the import"}));
-            continue;
-        };
-        offsets.push(*offset);
-        submissions.push(submission);
+            skipped.push(json!({"offset": offset, "why": "payload is not utf-8 json"}));
+        }
     }
     match state.app.writer.submit(submissions).await {
         Ok(results) => {

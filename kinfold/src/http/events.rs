@@ -167,7 +167,7 @@ async fn respond(
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],
-            Json(json!({"error": format!("nothing was stored, retry: {error}")})),
+            Json(json!({"error": format!("not acknowledged; retrying is safe (duplicates are recognised): {error}")})),
         )
             .into_response(),
     }

@@ -16,7 +16,12 @@ pub fn routes() -> Router<HttpState> {
 }
 
 async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
+    if !state.app.backends.log.is_healthy() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the event log failed; restart\n",
+        )
+    } else if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")

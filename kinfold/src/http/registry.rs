@@ -116,6 +116,12 @@ async fn list_versions(State(state): State<HttpState>, Path(subject): Path<Strin
     }
 }
 
+/// Subjects whose records Kinfold itself writes: their schemas change only with Kinfold.
+const RESERVED_SUBJECTS: [&str; 2] = [
+    kinfold_schemas::catalog::CANONICAL_SUBJECT,
+    kinfold_schemas::catalog::DLQ_SUBJECT,
+];
+
 async fn register(
     State(state): State<HttpState>,
     Path(subject): Path<String>,
@@ -125,6 +131,9 @@ async fn register(
         Ok(request) => request,
         Err(response) => return response,
     };
+    if RESERVED_SUBJECTS.contains(&subject.as_str()) {
+        return error(&RegistryError::ReservedSubject(subject));
+    }
     match state.app.registry.register(&subject, &request.schema).await {
         Ok(id) => {
             let version = state.app.registry.lookup(&subject, &request.schema).ok();
@@ -182,25 +191,45 @@ fn raw_schema(text: &str) -> Response {
         .into_response()
 }
 
+fn parse_id(text: &str) -> Result<u32, Response> {
+    text.parse().map_err(|_| {
+        error(&RegistryError::SchemaNotFound(format!(
+            "`{text}` (not a schema id)"
+        )))
+    })
+}
+
 fn schema_not_found(id: u32) -> Response {
     error(&RegistryError::SchemaNotFound(id.to_string()))
 }
 
-async fn get_schema(State(state): State<HttpState>, Path(id): Path<u32>) -> Response {
+async fn get_schema(State(state): State<HttpState>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
     match state.app.registry.schema_by_id(id) {
         Some(schema) => reply(StatusCode::OK, json!({"schema": schema.text})),
         None => schema_not_found(id),
     }
 }
 
-async fn get_schema_text(State(state): State<HttpState>, Path(id): Path<u32>) -> Response {
+async fn get_schema_text(State(state): State<HttpState>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
     match state.app.registry.schema_by_id(id) {
         Some(schema) => raw_schema(&schema.text),
         None => schema_not_found(id),
     }
 }
 
-async fn get_schema_versions(State(state): State<HttpState>, Path(id): Path<u32>) -> Response {
+async fn get_schema_versions(State(state): State<HttpState>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
     if state.app.registry.schema_by_id(id).is_none() {
         return schema_not_found(id);
     }
@@ -287,7 +316,7 @@ async fn get_subject_config(
             StatusCode::OK,
             json!({"compatibilityLevel": level.as_str()}),
         ),
-        None => error(&RegistryError::SubjectNotFound(subject)),
+        None => error(&RegistryError::SubjectLevelNotFound(subject)),
     }
 }
 

@@ -25,6 +25,15 @@ fn storage(error: impl std::fmt::Display) -> KvError {
     KvError::Storage(error.to_string())
 }
 
+fn check_partition_key(partition_key: &[u8]) -> Result<(), KvError> {
+    if partition_key.len() > usize::from(u16::MAX) {
+        return Err(KvError::Storage(
+            "partition key longer than 65535 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn row_prefix(partition_key: &[u8]) -> Vec<u8> {
     let mut prefix = Vec::with_capacity(2 + partition_key.len());
     prefix.extend_from_slice(&(partition_key.len() as u16).to_be_bytes());
@@ -115,6 +124,7 @@ impl KvStore for EmbeddedKv {
         partition_key: &[u8],
         clustering_key: &[u8],
     ) -> Result<Option<Bytes>, KvError> {
+        check_partition_key(partition_key)?;
         let keyspace = self.table(table)?;
         let mut key = row_prefix(partition_key);
         key.extend_from_slice(clustering_key);
@@ -129,6 +139,7 @@ impl KvStore for EmbeddedKv {
         from_clustering_key: &[u8],
         limit: usize,
     ) -> Result<Vec<KvRow>, KvError> {
+        check_partition_key(partition_key)?;
         let keyspace = self.table(table)?;
         let prefix = row_prefix(partition_key);
         let mut start = prefix.clone();

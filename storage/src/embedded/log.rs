@@ -22,9 +22,13 @@ struct Topic {
     keyspace: Keyspace,
 }
 
-/// Offsets of a partition: the next one to assign and the end that is durable.
+/// State shared by the handles and the writer thread.
 #[derive(Default)]
 struct Shared {
+    /// Set for good when a batch could not be made durable: fjall refuses writes after a failed
+    /// journal write or fsync, and what reached the disk is only known after a restart, whose
+    /// recovery then keeps exactly what was durable.
+    failed: std::sync::atomic::AtomicBool,
     topics: RwLock<HashMap<String, Topic>>,
     /// topic → durable end offset (next offset to be written) of each partition.
     durable_ends: RwLock<HashMap<String, Vec<u64>>>,
@@ -107,11 +111,16 @@ impl EmbeddedLog {
             for guard in meta.prefix("topic/") {
                 let (key, value) = guard.into_inner()?;
                 let name = String::from_utf8_lossy(&key["topic/".len()..]).into_owned();
-                let partitions = value
-                    .as_ref()
-                    .try_into()
-                    .map(u32::from_be_bytes)
-                    .unwrap_or(1);
+                let partitions =
+                    value
+                        .as_ref()
+                        .try_into()
+                        .map(u32::from_be_bytes)
+                        .map_err(|_| {
+                            fjall::Error::Io(std::io::Error::other(format!(
+                                "corrupt partition count of topic {name}"
+                            )))
+                        })?;
                 let topic_keyspace = keyspace(&database, &format!("log.t.{name}"))?;
                 let partition_ends = (0..partitions)
                     .map(|partition| stored_end(&topic_keyspace, partition))
@@ -173,6 +182,19 @@ impl EmbeddedLog {
                 partition,
                 partitions: spec.partitions,
             });
+        }
+        Ok(())
+    }
+
+    fn check_healthy(&self) -> Result<(), LogError> {
+        if self
+            .shared
+            .failed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(LogError::Storage(
+                "the log could not make a batch durable earlier; restart kinfold to recover".into(),
+            ));
         }
         Ok(())
     }
@@ -252,11 +274,19 @@ impl EventLog for EmbeddedLog {
         Ok(self.topic(topic)?.partitions)
     }
 
+    fn is_healthy(&self) -> bool {
+        !self
+            .shared
+            .failed
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     async fn append(
         &self,
         topic: &str,
         records: Vec<OutgoingRecord>,
     ) -> Result<Vec<RecordPosition>, LogError> {
+        self.check_healthy()?;
         let spec = self.topic(topic)?;
         for record in &records {
             if let Some(partition) = record.partition {
@@ -347,6 +377,7 @@ impl EventLog for EmbeddedLog {
                 end,
             });
         }
+        self.check_healthy()?;
         let (reply, answer) = oneshot::channel();
         self.writer
             .send(Request::Commit {
@@ -413,6 +444,26 @@ impl Writer {
     }
 
     fn write_batch(&self, pending: Vec<Request>, next_offsets: &mut HashMap<String, Vec<u64>>) {
+        if self
+            .shared
+            .failed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            for request in pending {
+                let refused = || {
+                    LogError::Storage("the log failed earlier; restart kinfold to recover".into())
+                };
+                match request {
+                    Request::Append { reply, .. } => {
+                        let _ = reply.send(Err(refused()));
+                    }
+                    Request::Commit { reply, .. } => {
+                        let _ = reply.send(Err(refused()));
+                    }
+                }
+            }
+            return;
+        }
         let mut batch = self.database.batch();
         let mut append_replies: Vec<(AppendReply, Result<Vec<RecordPosition>, LogError>)> =
             Vec::new();
@@ -501,13 +552,12 @@ impl Writer {
                 }
             }
             Err(error) => {
-                // Nothing of this batch is acknowledged. Offsets handed out are taken back so
-                // the log stays dense; a record that did reach the journal before the failure
-                // is overwritten by the next append at the same offset.
-                for topic in touched {
-                    next_offsets.remove(&topic);
-                }
-                tracing::error!(error = %error, "log batch failed; nothing of it is acknowledged");
+                // Nothing of this batch is acknowledged, and nothing after it will be: the log
+                // is failed until a restart recovers what was durable.
+                self.shared
+                    .failed
+                    .store(true, std::sync::atomic::Ordering::Release);
+                tracing::error!(error = %error, "log batch failed; nothing of it is acknowledged, the log refuses writes until restarted");
                 for (reply, _) in append_replies {
                     let _ = reply.send(Err(storage(&error)));
                 }
