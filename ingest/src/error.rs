@@ -17,6 +17,8 @@ pub enum RejectCode {
     UnsupportedRecord,
     /// A required field is missing or empty.
     MissingField,
+    /// A JSON event has a field its record does not know (often a misspelling).
+    UnknownField,
     /// A field has a value outside its domain (a date that is not a date, an unknown currency).
     InvalidField,
     /// An amount or quantity is negative or absurdly large.
@@ -38,6 +40,7 @@ impl RejectCode {
             Self::UnknownSchemaId => "unknown_schema_id",
             Self::UnsupportedRecord => "unsupported_record",
             Self::MissingField => "missing_field",
+            Self::UnknownField => "unknown_field",
             Self::InvalidField => "invalid_field",
             Self::InvalidAmount => "invalid_amount",
             Self::InvalidTimestamp => "invalid_timestamp",

@@ -76,19 +76,69 @@ pub fn decode_json_request(body: &[u8], max_items: usize) -> Result<Vec<Box<RawV
     Ok(items)
 }
 
-/// Decodes one JSON event.
+fn json_rejection(error: &serde_json::Error) -> Rejection {
+    let message = error.to_string();
+    let code = if message.starts_with("missing field") {
+        RejectCode::MissingField
+    } else {
+        RejectCode::Undecodable
+    };
+    Rejection::new(code, format!("json event: {message}"))
+}
+
+fn record<T: serde::de::DeserializeOwned>(
+    fields: serde_json::Value,
+    unknown: &mut Vec<String>,
+) -> Result<T, Rejection> {
+    serde_ignored::deserialize(fields, |path| unknown.push(path.to_string()))
+        .map_err(|error| json_rejection(&error))
+}
+
+/// Decodes one JSON event. A field the record does not have is an error, not silently
+/// ignored: a misspelt `memberCard` would otherwise lose an identifier without a word.
 pub fn decode_json_event(text: &str) -> Result<EventBody, Rejection> {
-    serde_json::from_str::<JsonEvent>(text)
-        .map(EventBody::from)
-        .map_err(|error| {
-            let message = error.to_string();
-            let code = if message.starts_with("missing field") {
-                RejectCode::MissingField
-            } else {
-                RejectCode::Undecodable
-            };
-            Rejection::new(code, format!("json event: {message}"))
-        })
+    let mut fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|error| json_rejection(&error))?;
+    let tag = match fields.remove("type") {
+        Some(serde_json::Value::String(tag)) => tag,
+        Some(_) => {
+            return Err(Rejection::new(
+                RejectCode::Undecodable,
+                "json event: `type` is not a string",
+            ));
+        }
+        None => {
+            return Err(Rejection::new(
+                RejectCode::MissingField,
+                "json event: missing field `type`",
+            ));
+        }
+    };
+    let fields = serde_json::Value::Object(fields);
+    let mut unknown = Vec::new();
+    let body = match tag.as_str() {
+        "pos.transaction" => EventBody::PosTransaction(record(fields, &mut unknown)?),
+        "ecom.order" => EventBody::EcomOrder(record(fields, &mut unknown)?),
+        "ecom.refund" => EventBody::EcomRefund(record(fields, &mut unknown)?),
+        "wechat.event" => EventBody::Wechat(record(fields, &mut unknown)?),
+        "membership.event" => EventBody::Membership(record(fields, &mut unknown)?),
+        other => {
+            return Err(Rejection::new(
+                RejectCode::Undecodable,
+                format!(
+                    "json event: unknown type `{other}`, expected pos.transaction, ecom.order, \
+                     ecom.refund, wechat.event or membership.event"
+                ),
+            ));
+        }
+    };
+    if !unknown.is_empty() {
+        return Err(Rejection::new(
+            RejectCode::UnknownField,
+            format!("json event: unknown field(s) {}", unknown.join(", ")),
+        ));
+    }
+    Ok(body)
 }
 
 /// Decodes an Avro record in the Confluent wire format, resolving its writer schema through
