@@ -4,6 +4,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::http::{self, HttpState};
 use anyhow::Context;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
@@ -60,7 +61,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let _ = shutdown_signal.wait_for(|stop| *stop).await;
     }));
     ready.store(true, Ordering::Release);
-    println!(
+    // Where it listens, for people and for scripts; a closed stdout must not stop the server.
+    let _ = writeln!(
+        std::io::stdout(),
         "kinfold serving on {storage}\n  http  http://{http_addr}  (POST /v1/events, /registry, /metrics, /healthz, /readyz)\n  grpc  {grpc}: no gRPC services in this build yet; they arrive with the profile and segment stages",
         storage = app.config.storage.url,
         grpc = app.config.grpc.addr,
