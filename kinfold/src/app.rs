@@ -5,7 +5,7 @@ use anyhow::Context;
 use kinfold_core::time::SystemClock;
 use kinfold_ingest::{IngestWriter, Intake};
 use kinfold_schemas::{Catalog, SchemaRegistry};
-use kinfold_storage::{Backends, resolve};
+use kinfold_storage::{Backends, resolve_with_log};
 use std::sync::Arc;
 
 /// Everything a running Kinfold needs. Cheap to clone.
@@ -21,12 +21,13 @@ pub struct App {
 impl App {
     /// Opens storage, registers Kinfold's own schemas, and starts the ingest writer.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
-        let backends = resolve(&config.storage.url).with_context(|| {
-            format!(
-                "cannot open storage {} (is another kinfold process using it?)",
-                config.storage.url
-            )
-        })?;
+        let backends = resolve_with_log(&config.storage.url, config.storage.log.as_deref())
+            .with_context(|| {
+                format!(
+                    "cannot open storage {} (is another kinfold process using it?)",
+                    config.storage.url
+                )
+            })?;
         let registry = Arc::new(
             SchemaRegistry::open(backends.kv.clone())
                 .await

@@ -61,9 +61,12 @@ pub struct StorageArgs {
     /// Data directory of the embedded storage (same as --storage embedded://DIR).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Storage URL: embedded://DIR, kafka://HOST:PORT, scylla://HOST:PORT/KEYSPACE.
+    /// Storage URL: embedded://DIR (tables and, by default, the event log).
     #[arg(long, conflicts_with = "data_dir")]
     pub storage: Option<String>,
+    /// Event log URL when the log lives elsewhere: kafka://HOST:PORT (needs the `kafka` feature).
+    #[arg(long)]
+    pub log: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -24,7 +24,20 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// Tables (and the event log, unless `log` is set).
     pub url: String,
+    /// The event log somewhere else, such as `kafka://HOST:PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// Storage values given as flags.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StorageOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +57,7 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub storage: Option<StorageConfig>,
+    pub storage: Option<StorageOverride>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<AddrConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]

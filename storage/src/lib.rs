@@ -10,7 +10,9 @@
 
 pub mod conformance;
 pub mod embedded;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod resolver;
 
 pub use embedded::{EmbeddedDatabase, EmbeddedKv, EmbeddedLog};
-pub use resolver::{Backends, ResolveError, resolve};
+pub use resolver::{Backends, ResolveError, resolve, resolve_with_log};

@@ -178,3 +178,74 @@ pub fn run_python_json(script: &str, args: &[&str]) -> anyhow::Result<serde_json
         )
     })
 }
+
+/// A tansu broker (a Kafka-protocol broker) on a free loopback port, in a temporary directory;
+/// killed on drop. `scripts/test` installs it; `KINFOLD_TANSU` points at another binary.
+#[derive(Debug)]
+pub struct Broker {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`.
+    pub bootstrap: String,
+}
+
+/// Where the tansu binary is.
+pub fn tansu_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("KINFOLD_TANSU") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    PathBuf::from(home).join(".cache/kinfold-ci/tansu-0.6.0-libsql/bin/tansu")
+}
+
+impl Broker {
+    /// Starts a broker and waits until it accepts connections.
+    pub fn start() -> anyhow::Result<Self> {
+        let binary = tansu_binary();
+        if !binary.exists() {
+            bail!(
+                "no tansu broker at {} (scripts/test installs it; or set KINFOLD_TANSU)",
+                binary.display()
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = tempfile::tempdir()?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start tansu")?;
+        let broker = Self {
+            child,
+            _dir: dir,
+            bootstrap: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("tansu did not listen within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(broker)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -8,7 +8,7 @@ mod publish;
 mod schemas;
 
 use crate::cli::{Cli, Command, ConfigCommand, ImportSource, LogCommand, ServeArgs, StorageArgs};
-use crate::config::{AddrConfig, Config, FlagOverrides, LogJson, StorageConfig};
+use crate::config::{AddrConfig, Config, FlagOverrides, LogJson, StorageOverride};
 use anyhow::Context;
 
 fn storage_url(args: &StorageArgs) -> Option<String> {
@@ -25,9 +25,10 @@ fn overrides(
     serve: Option<&ServeArgs>,
 ) -> FlagOverrides {
     FlagOverrides {
-        storage: storage
-            .and_then(storage_url)
-            .map(|url| StorageConfig { url }),
+        storage: storage.map(|args| StorageOverride {
+            url: storage_url(args),
+            log: args.log.clone(),
+        }),
         http: serve
             .and_then(|s| s.http_addr.clone())
             .map(|addr| AddrConfig { addr }),

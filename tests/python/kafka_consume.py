@@ -1,0 +1,41 @@
+"""Reads a Kinfold topic from a Kafka-protocol broker with Confluent's Python consumer and
+decodes every record with Confluent's AvroDeserializer through Kinfold's /registry.
+
+Usage: kafka_consume.py BOOTSTRAP REGISTRY_URL TOPIC EXPECTED_COUNT
+Prints JSON: the decoded records' event ids (or dead-letter ids) and reason codes.
+"""
+import json
+import sys
+import time
+import uuid
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+bootstrap, registry_url, topic, expected = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+consumer = Consumer({
+    "bootstrap.servers": bootstrap,
+    "group.id": f"python-check-{uuid.uuid4()}",
+    "auto.offset.reset": "earliest",
+    "enable.auto.commit": False,
+})
+metadata = consumer.list_topics(topic, timeout=10)
+partitions = list(metadata.topics[topic].partitions)
+consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+records = []
+deadline = time.time() + 60
+while len(records) < expected and time.time() < deadline:
+    message = consumer.poll(0.5)
+    if message is None or message.error():
+        continue
+    value = deserializer(message.value(), SerializationContext(topic, MessageField.VALUE))
+    records.append({
+        "id": value.get("event_id") or value.get("dead_letter_id"),
+        "key": message.key().decode(),
+        "type": value.get("event_type") or value.get("reason_code"),
+    })
+consumer.close()
+print(json.dumps({"partitions": len(partitions), "records": records}))
