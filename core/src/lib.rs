@@ -17,6 +17,7 @@ pub mod identifier;
 pub mod money;
 pub mod partitioner;
 pub mod ports;
+pub mod positions;
 pub mod time;
 
 pub use dead_letter::DeadLetter;
