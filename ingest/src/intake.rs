@@ -131,8 +131,19 @@ impl Intake {
         name.push(0);
         name.extend_from_slice(rejection.code.as_str().as_bytes());
         name.push(0);
+        // Where it came from, when that is a place (a line, a log offset): two identical
+        // records at two offsets are two dead letters, one record read twice is one.
         if let Some(line) = origin.line {
             name.extend_from_slice(&line.to_be_bytes());
+        }
+        if let (Some(topic), Some(partition), Some(offset)) = (
+            &origin.source_topic,
+            origin.source_partition,
+            origin.source_offset,
+        ) {
+            name.extend_from_slice(topic.as_bytes());
+            name.extend_from_slice(&partition.to_be_bytes());
+            name.extend_from_slice(&offset.to_be_bytes());
         }
         name.push(0);
         name.extend_from_slice(payload);

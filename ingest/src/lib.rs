@@ -16,6 +16,7 @@ pub mod error;
 pub mod intake;
 pub mod metrics;
 pub mod model;
+pub mod stage;
 pub mod writer;
 
 pub use config::{IngestLimits, Topics};

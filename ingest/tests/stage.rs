@@ -1,0 +1,210 @@
+//! The ingest stage over a source topic of the embedded log: every record ends in the
+//! canonical or the dead-letter log, positions move only past durable work, and a replay from
+//! an older position (as after a crash before a commit) changes nothing.
+
+use bytes::Bytes;
+use kinfold_core::event::EventBody;
+use kinfold_core::ports::{EventLog, OutgoingRecord};
+use kinfold_core::time::FixedClock;
+use kinfold_ingest::model::decode_json_event;
+use kinfold_ingest::stage::{StageConfig, StageReport, run_ingest_stage};
+use kinfold_ingest::{IngestLimits, IngestWriter, Intake, Topics};
+use kinfold_schemas::codec::{Codecs, family_subject};
+use kinfold_schemas::{Catalog, SchemaRegistry, frame};
+use kinfold_storage::EmbeddedDatabase;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+const NOW: i64 = 1_795_176_000_000_000;
+const SOURCE: &str = "pos.transactions";
+const GROUP: &str = "kinfold-ingest";
+
+fn sale(serial: u32) -> EventBody {
+    let text = json!({
+        "type": "pos.transaction", "kind": "SALE", "brand": "b", "store_id": "S1", "till_id": "T1",
+        "serial": serial.to_string(), "business_day": "2026-11-20", "occurred_at_local": "2026-11-20T09:00:00",
+        "currency": "CNY", "lines": [{"sku": "A", "quantity": 1, "unit_price_minor": 100}], "total_minor": 100
+    })
+    .to_string();
+    decode_json_event(&text).expect("decodes")
+}
+
+struct Fixture {
+    log: Arc<dyn EventLog>,
+    intake: Intake,
+    writer: IngestWriter,
+    schema_id: u32,
+}
+
+async fn fixture(database: &EmbeddedDatabase) -> Fixture {
+    let log: Arc<dyn EventLog> = Arc::new(database.log());
+    let kv = Arc::new(database.kv());
+    let registry = Arc::new(SchemaRegistry::open(kv.clone()).await.expect("registry"));
+    registry
+        .register_catalog(&Catalog::embedded())
+        .await
+        .expect("catalog");
+    let schema_id = registry
+        .latest_id(family_subject(kinfold_core::EventFamily::PosTransaction))
+        .expect("id");
+    let writer = IngestWriter::start(log.clone(), kv, &registry, Topics::default())
+        .await
+        .expect("writer");
+    let intake = Intake::new(registry, IngestLimits::default(), Arc::new(FixedClock(NOW)));
+    log.ensure_topic(SOURCE, 4).await.expect("source topic");
+    Fixture {
+        log,
+        intake,
+        writer,
+        schema_id,
+    }
+}
+
+async fn produce(fixture: &Fixture, payloads: Vec<Vec<u8>>) {
+    let records = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(index, payload)| OutgoingRecord {
+            key: Some(Bytes::from(format!("till-{}", index % 7))),
+            value: Bytes::from(payload),
+            ..OutgoingRecord::default()
+        })
+        .collect();
+    fixture.log.append(SOURCE, records).await.expect("produce");
+}
+
+async fn caught_up(log: &dyn EventLog) -> bool {
+    for partition in 0..4 {
+        let (_, high) = log.watermarks(SOURCE, partition).await.expect("watermarks");
+        if log
+            .committed(GROUP, SOURCE, partition)
+            .await
+            .expect("committed")
+            .unwrap_or(0)
+            < high
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Runs the stage until its group has committed the end of every partition, then stops it.
+async fn run_until_caught_up(fixture: &Fixture) -> StageReport {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let stage = tokio::spawn(run_ingest_stage(
+        fixture.log.clone(),
+        fixture.intake.clone(),
+        fixture.writer.clone(),
+        StageConfig {
+            group: GROUP.to_owned(),
+            topics: vec![SOURCE.to_owned()],
+            batch: 16,
+            idle: Duration::from_millis(10),
+        },
+        shutdown,
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !caught_up(fixture.log.as_ref()).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stage did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(true).expect("stop");
+    stage.await.expect("stage task").expect("stage ran")
+}
+
+async fn count(log: &dyn EventLog, topic: &str) -> u64 {
+    let mut total = 0;
+    for partition in 0..log.partitions(topic).await.expect("partitions") {
+        total += log
+            .watermarks(topic, partition)
+            .await
+            .expect("watermarks")
+            .1;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_records_end_in_one_log_once_and_positions_follow() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = EmbeddedDatabase::open(dir.path()).expect("opens");
+    let fixture = fixture(&database).await;
+    let codecs = Codecs::new();
+    let framed = |serial| {
+        frame(
+            fixture.schema_id,
+            &codecs.encode_family(&sale(serial)).expect("encodes"),
+        )
+    };
+
+    let mut payloads: Vec<Vec<u8>> = (0..200).map(framed).collect();
+    payloads.extend((0..20).map(framed)); // producer retries: the same records again
+    let mut poison = Vec::new();
+    for index in 0..10u8 {
+        let mut record = framed(1_000 + u32::from(index));
+        match index % 3 {
+            0 => record[0] = 9,                               // bad magic byte
+            1 => record[1..5].copy_from_slice(&[0, 0, 9, 9]), // unknown schema id
+            _ => record.truncate(record.len() - 3),           // truncated
+        }
+        poison.push(record);
+    }
+    payloads.extend(poison);
+    produce(&fixture, payloads).await;
+
+    let report = run_until_caught_up(&fixture).await;
+    assert_eq!(report.records, 230);
+    assert_eq!(
+        (report.accepted, report.duplicates, report.rejected),
+        (200, 20, 10)
+    );
+    assert_eq!(count(fixture.log.as_ref(), "events.canonical").await, 200);
+    assert_eq!(count(fixture.log.as_ref(), "events.dlq").await, 10);
+    let letters = fixture
+        .log
+        .read("events.dlq", 0, 0, 100)
+        .await
+        .expect("dead letters");
+    for record in &letters {
+        let letter = kinfold_schemas::codec::decode_framed_dead_letter(
+            &record.value,
+            fixture.intake.registry(),
+        )
+        .expect("dead letter decodes");
+        assert_eq!(letter.source_topic.as_deref(), Some(SOURCE));
+        assert!(
+            letter.source_partition.is_some() && letter.source_offset.is_some(),
+            "{letter:?}"
+        );
+        assert!(!letter.reason.is_empty());
+    }
+
+    // A crash before the commit: the group goes back to the start, and a replay changes nothing.
+    for partition in 0..4 {
+        fixture
+            .log
+            .commit(GROUP, SOURCE, partition, 0)
+            .await
+            .expect("rewind");
+    }
+    let replay = run_until_caught_up(&fixture).await;
+    assert_eq!(replay.records, 230);
+    assert_eq!(replay.accepted, 0, "nothing applied twice");
+    assert_eq!(count(fixture.log.as_ref(), "events.canonical").await, 200);
+    assert_eq!(
+        count(fixture.log.as_ref(), "events.dlq").await,
+        10,
+        "no dead letter twice"
+    );
+
+    // New records after a restart: only they are read, from the committed positions.
+    produce(&fixture, (200..250).map(framed).collect()).await;
+    let resumed = run_until_caught_up(&fixture).await;
+    assert_eq!((resumed.records, resumed.accepted), (50, 50));
+    assert_eq!(count(fixture.log.as_ref(), "events.canonical").await, 250);
+}
