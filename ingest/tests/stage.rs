@@ -5,29 +5,22 @@
 use bytes::Bytes;
 use kinfold_core::event::EventBody;
 use kinfold_core::ports::{EventLog, OutgoingRecord};
-use kinfold_core::time::FixedClock;
 use kinfold_ingest::model::decode_json_event;
 use kinfold_ingest::stage::{StageConfig, StageReport, run_ingest_stage};
-use kinfold_ingest::{IngestLimits, IngestWriter, Intake, Topics};
+use kinfold_ingest::{IngestWriter, Intake};
 use kinfold_schemas::codec::{Codecs, family_subject};
-use kinfold_schemas::{Catalog, SchemaRegistry, frame};
+use kinfold_schemas::frame;
 use kinfold_storage::EmbeddedDatabase;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-const NOW: i64 = 1_795_176_000_000_000;
 const SOURCE: &str = "pos.transactions";
 const GROUP: &str = "kinfold-ingest";
 
+mod common;
+
 fn sale(serial: u32) -> EventBody {
-    let text = json!({
-        "type": "pos.transaction", "kind": "SALE", "brand": "b", "store_id": "S1", "till_id": "T1",
-        "serial": serial.to_string(), "business_day": "2026-11-20", "occurred_at_local": "2026-11-20T09:00:00",
-        "currency": "CNY", "lines": [{"sku": "A", "quantity": 1, "unit_price_minor": 100}], "total_minor": 100
-    })
-    .to_string();
-    decode_json_event(&text).expect("decodes")
+    decode_json_event(&common::sale_json(serial)).expect("decodes")
 }
 
 struct Fixture {
@@ -39,19 +32,10 @@ struct Fixture {
 
 async fn fixture(database: &EmbeddedDatabase) -> Fixture {
     let log: Arc<dyn EventLog> = Arc::new(database.log());
-    let kv = Arc::new(database.kv());
-    let registry = Arc::new(SchemaRegistry::open(kv.clone()).await.expect("registry"));
-    registry
-        .register_catalog(&Catalog::embedded())
-        .await
-        .expect("catalog");
+    let (registry, intake, writer) = common::wire(database, log.clone()).await;
     let schema_id = registry
         .latest_id(family_subject(kinfold_core::EventFamily::PosTransaction))
         .expect("id");
-    let writer = IngestWriter::start(log.clone(), kv, &registry, Topics::default())
-        .await
-        .expect("writer");
-    let intake = Intake::new(registry, IngestLimits::default(), Arc::new(FixedClock(NOW)));
     log.ensure_topic(SOURCE, 4).await.expect("source topic");
     Fixture {
         log,
@@ -117,18 +101,6 @@ async fn run_until_caught_up(fixture: &Fixture) -> StageReport {
     stage.await.expect("stage task").expect("stage ran")
 }
 
-async fn count(log: &dyn EventLog, topic: &str) -> u64 {
-    let mut total = 0;
-    for partition in 0..log.partitions(topic).await.expect("partitions") {
-        total += log
-            .watermarks(topic, partition)
-            .await
-            .expect("watermarks")
-            .1;
-    }
-    total
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_records_end_in_one_log_once_and_positions_follow() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -163,8 +135,14 @@ async fn source_records_end_in_one_log_once_and_positions_follow() {
         (report.accepted, report.duplicates, report.rejected),
         (200, 20, 10)
     );
-    assert_eq!(count(fixture.log.as_ref(), "events.canonical").await, 200);
-    assert_eq!(count(fixture.log.as_ref(), "events.dlq").await, 10);
+    assert_eq!(
+        common::total_records(fixture.log.as_ref(), "events.canonical").await,
+        200
+    );
+    assert_eq!(
+        common::total_records(fixture.log.as_ref(), "events.dlq").await,
+        10
+    );
     let letters = fixture
         .log
         .read("events.dlq", 0, 0, 100)
@@ -195,9 +173,12 @@ async fn source_records_end_in_one_log_once_and_positions_follow() {
     let replay = run_until_caught_up(&fixture).await;
     assert_eq!(replay.records, 230);
     assert_eq!(replay.accepted, 0, "nothing applied twice");
-    assert_eq!(count(fixture.log.as_ref(), "events.canonical").await, 200);
     assert_eq!(
-        count(fixture.log.as_ref(), "events.dlq").await,
+        common::total_records(fixture.log.as_ref(), "events.canonical").await,
+        200
+    );
+    assert_eq!(
+        common::total_records(fixture.log.as_ref(), "events.dlq").await,
         10,
         "no dead letter twice"
     );
@@ -206,5 +187,8 @@ async fn source_records_end_in_one_log_once_and_positions_follow() {
     produce(&fixture, (200..250).map(framed).collect()).await;
     let resumed = run_until_caught_up(&fixture).await;
     assert_eq!((resumed.records, resumed.accepted), (50, 50));
-    assert_eq!(count(fixture.log.as_ref(), "events.canonical").await, 250);
+    assert_eq!(
+        common::total_records(fixture.log.as_ref(), "events.canonical").await,
+        250
+    );
 }

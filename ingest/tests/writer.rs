@@ -6,25 +6,15 @@ use kinfold_core::event::EventBody;
 use kinfold_core::ports::{
     EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicSpec,
 };
-use kinfold_core::time::FixedClock;
 use kinfold_ingest::model::decode_json_event;
-use kinfold_ingest::{IngestLimits, IngestOutcome, IngestWriter, Intake, Origin, Topics};
-use kinfold_schemas::{Catalog, SchemaRegistry};
+use kinfold_ingest::{IngestOutcome, IngestWriter, Intake, Origin};
 use kinfold_storage::EmbeddedDatabase;
-use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-const NOW: i64 = 1_795_176_000_000_000;
+use common::{sale_json as sale, total_records, wire};
 
-fn sale(serial: u32) -> String {
-    json!({
-        "type": "pos.transaction", "kind": "SALE", "brand": "b", "store_id": "S1", "till_id": "T1",
-        "serial": serial.to_string(), "business_day": "2026-11-20", "occurred_at_local": "2026-11-20T09:00:00",
-        "currency": "CNY", "lines": [{"sku": "A", "quantity": 1, "unit_price_minor": 100}], "total_minor": 100
-    })
-    .to_string()
-}
+mod common;
 
 /// The embedded log, with appends to one topic failing while `fail` is set.
 #[derive(Debug)]
@@ -84,29 +74,8 @@ impl EventLog for FailingLog {
 }
 
 async fn setup(database: &EmbeddedDatabase, log: Arc<dyn EventLog>) -> (Intake, IngestWriter) {
-    let kv = Arc::new(database.kv());
-    let registry = Arc::new(SchemaRegistry::open(kv.clone()).await.expect("registry"));
-    registry
-        .register_catalog(&Catalog::embedded())
-        .await
-        .expect("catalog");
-    let writer = IngestWriter::start(log, kv, &registry, Topics::default())
-        .await
-        .expect("writer");
-    let intake = Intake::new(registry, IngestLimits::default(), Arc::new(FixedClock(NOW)));
+    let (_, intake, writer) = wire(database, log).await;
     (intake, writer)
-}
-
-async fn total_records(log: &dyn EventLog, topic: &str) -> u64 {
-    let mut total = 0;
-    for partition in 0..log.partitions(topic).await.expect("partitions") {
-        total += log
-            .watermarks(topic, partition)
-            .await
-            .expect("watermarks")
-            .1;
-    }
-    total
 }
 
 fn statuses(outcomes: &[IngestOutcome]) -> Vec<&'static str> {

@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use kinfold_core::partitioner::partition_for_key;
-use kinfold_core::ports::log::is_valid_topic_name;
+use kinfold_core::ports::log::{check_partition, is_valid_topic_name};
 use kinfold_core::ports::{
     EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicSpec,
 };
@@ -155,17 +155,6 @@ impl KafkaLog {
             .insert(topic.to_owned(), count);
         Ok(count)
     }
-
-    fn check_partition(topic: &str, partitions: u32, partition: u32) -> Result<(), LogError> {
-        if partition >= partitions {
-            return Err(LogError::UnknownPartition {
-                topic: topic.to_owned(),
-                partition,
-                partitions,
-            });
-        }
-        Ok(())
-    }
 }
 
 #[async_trait::async_trait]
@@ -241,7 +230,7 @@ impl EventLog for KafkaLog {
         for record in &records {
             let partition = match record.partition {
                 Some(partition) => {
-                    Self::check_partition(topic, partitions, partition)?;
+                    check_partition(topic, partitions, partition)?;
                     partition
                 }
                 None => record
@@ -302,7 +291,7 @@ impl EventLog for KafkaLog {
         max_records: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
         let partitions = self.topic_partitions(topic).await?;
-        Self::check_partition(topic, partitions, partition)?;
+        check_partition(topic, partitions, partition)?;
         let (_, high) = self.watermarks(topic, partition).await?;
         if from_offset > high {
             return Err(LogError::OffsetOutOfRange {
@@ -378,7 +367,7 @@ impl EventLog for KafkaLog {
 
     async fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
         let partitions = self.topic_partitions(topic).await?;
-        Self::check_partition(topic, partitions, partition)?;
+        check_partition(topic, partitions, partition)?;
         let reader = self.reader.clone();
         let name = topic.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -432,7 +421,7 @@ impl EventLog for KafkaLog {
         partition: u32,
     ) -> Result<Option<u64>, LogError> {
         let partitions = self.topic_partitions(topic).await?;
-        Self::check_partition(topic, partitions, partition)?;
+        check_partition(topic, partitions, partition)?;
         let client = self.group_client(group)?;
         let name = topic.to_owned();
         tokio::task::spawn_blocking(move || {

@@ -125,6 +125,18 @@ impl ErrorKind for LogError {
     }
 }
 
+/// `Ok` when `partition` exists in a topic of `partitions` partitions.
+pub fn check_partition(topic: &str, partitions: u32, partition: u32) -> Result<(), LogError> {
+    if partition >= partitions {
+        return Err(LogError::UnknownPartition {
+            topic: topic.to_owned(),
+            partition,
+            partitions,
+        });
+    }
+    Ok(())
+}
+
 /// Whether `name` is a legal topic name (Kafka's rule: 1 to 249 of `[a-zA-Z0-9._-]`).
 pub fn is_valid_topic_name(name: &str) -> bool {
     !name.is_empty()

@@ -4,7 +4,7 @@ use super::{keyspace, record};
 use bytes::Bytes;
 use fjall::{Database, Keyspace, PersistMode};
 use kinfold_core::partitioner::partition_for_key;
-use kinfold_core::ports::log::is_valid_topic_name;
+use kinfold_core::ports::log::{check_partition, is_valid_topic_name};
 use kinfold_core::ports::{
     EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicSpec,
 };
@@ -175,17 +175,6 @@ impl EmbeddedLog {
             .unwrap_or(0)
     }
 
-    fn check_partition(topic: &str, spec: &Topic, partition: u32) -> Result<(), LogError> {
-        if partition >= spec.partitions {
-            return Err(LogError::UnknownPartition {
-                topic: topic.to_owned(),
-                partition,
-                partitions: spec.partitions,
-            });
-        }
-        Ok(())
-    }
-
     fn check_healthy(&self) -> Result<(), LogError> {
         if self
             .shared
@@ -290,7 +279,7 @@ impl EventLog for EmbeddedLog {
         let spec = self.topic(topic)?;
         for record in &records {
             if let Some(partition) = record.partition {
-                Self::check_partition(topic, &spec, partition)?;
+                check_partition(topic, spec.partitions, partition)?;
             }
         }
         if records.is_empty() {
@@ -315,7 +304,7 @@ impl EventLog for EmbeddedLog {
         max_records: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
         let spec = self.topic(topic)?;
-        Self::check_partition(topic, &spec, partition)?;
+        check_partition(topic, spec.partitions, partition)?;
         let end = self.durable_end(topic, partition);
         if from_offset > end {
             return Err(LogError::OffsetOutOfRange {
@@ -355,7 +344,7 @@ impl EventLog for EmbeddedLog {
 
     async fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
         let spec = self.topic(topic)?;
-        Self::check_partition(topic, &spec, partition)?;
+        check_partition(topic, spec.partitions, partition)?;
         Ok((0, self.durable_end(topic, partition)))
     }
 
@@ -367,7 +356,7 @@ impl EventLog for EmbeddedLog {
         next_offset: u64,
     ) -> Result<(), LogError> {
         let spec = self.topic(topic)?;
-        Self::check_partition(topic, &spec, partition)?;
+        check_partition(topic, spec.partitions, partition)?;
         let end = self.durable_end(topic, partition);
         if next_offset > end {
             return Err(LogError::OffsetOutOfRange {
@@ -396,7 +385,7 @@ impl EventLog for EmbeddedLog {
         partition: u32,
     ) -> Result<Option<u64>, LogError> {
         let spec = self.topic(topic)?;
-        Self::check_partition(topic, &spec, partition)?;
+        check_partition(topic, spec.partitions, partition)?;
         let value = self
             .meta
             .get(group_key(group, topic, partition))
