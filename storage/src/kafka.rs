@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use kinfold_core::partitioner::partition_for_key;
-use kinfold_core::ports::log::{check_partition, is_valid_topic_name};
+use kinfold_core::ports::log::{check_offset, check_partition, is_valid_topic_name};
 use kinfold_core::ports::{
     EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicSpec,
 };
@@ -293,14 +293,7 @@ impl EventLog for KafkaLog {
         let partitions = self.topic_partitions(topic).await?;
         check_partition(topic, partitions, partition)?;
         let (_, high) = self.watermarks(topic, partition).await?;
-        if from_offset > high {
-            return Err(LogError::OffsetOutOfRange {
-                topic: topic.to_owned(),
-                partition,
-                offset: from_offset,
-                end: high,
-            });
-        }
+        check_offset(topic, partition, from_offset, high)?;
         let wanted = (high - from_offset).min(max_records as u64) as usize;
         if wanted == 0 {
             return Ok(Vec::new());
@@ -391,14 +384,7 @@ impl EventLog for KafkaLog {
         next_offset: u64,
     ) -> Result<(), LogError> {
         let (_, high) = self.watermarks(topic, partition).await?;
-        if next_offset > high {
-            return Err(LogError::OffsetOutOfRange {
-                topic: topic.to_owned(),
-                partition,
-                offset: next_offset,
-                end: high,
-            });
-        }
+        check_offset(topic, partition, next_offset, high)?;
         let client = self.group_client(group)?;
         let name = topic.to_owned();
         tokio::task::spawn_blocking(move || {

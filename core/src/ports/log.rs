@@ -137,6 +137,19 @@ pub fn check_partition(topic: &str, partitions: u32, partition: u32) -> Result<(
     Ok(())
 }
 
+/// `Ok` when `offset` is at or before `end`, the partition's next offset to be written.
+pub fn check_offset(topic: &str, partition: u32, offset: u64, end: u64) -> Result<(), LogError> {
+    if offset > end {
+        return Err(LogError::OffsetOutOfRange {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            end,
+        });
+    }
+    Ok(())
+}
+
 /// Whether `name` is a legal topic name (Kafka's rule: 1 to 249 of `[a-zA-Z0-9._-]`).
 pub fn is_valid_topic_name(name: &str) -> bool {
     !name.is_empty()

@@ -4,7 +4,7 @@ use super::{keyspace, record};
 use bytes::Bytes;
 use fjall::{Database, Keyspace, PersistMode};
 use kinfold_core::partitioner::partition_for_key;
-use kinfold_core::ports::log::{check_partition, is_valid_topic_name};
+use kinfold_core::ports::log::{check_offset, check_partition, is_valid_topic_name};
 use kinfold_core::ports::{
     EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicSpec,
 };
@@ -306,14 +306,7 @@ impl EventLog for EmbeddedLog {
         let spec = self.topic(topic)?;
         check_partition(topic, spec.partitions, partition)?;
         let end = self.durable_end(topic, partition);
-        if from_offset > end {
-            return Err(LogError::OffsetOutOfRange {
-                topic: topic.to_owned(),
-                partition,
-                offset: from_offset,
-                end,
-            });
-        }
+        check_offset(topic, partition, from_offset, end)?;
         let last = end.min(from_offset.saturating_add(max_records as u64));
         let mut records = Vec::with_capacity((last - from_offset) as usize);
         if last == from_offset {
@@ -358,14 +351,7 @@ impl EventLog for EmbeddedLog {
         let spec = self.topic(topic)?;
         check_partition(topic, spec.partitions, partition)?;
         let end = self.durable_end(topic, partition);
-        if next_offset > end {
-            return Err(LogError::OffsetOutOfRange {
-                topic: topic.to_owned(),
-                partition,
-                offset: next_offset,
-                end,
-            });
-        }
+        check_offset(topic, partition, next_offset, end)?;
         self.check_healthy()?;
         let (reply, answer) = oneshot::channel();
         self.writer
