@@ -18,6 +18,7 @@ pub mod money;
 pub mod partitioner;
 pub mod ports;
 pub mod positions;
+pub mod stage;
 pub mod time;
 
 pub use dead_letter::DeadLetter;

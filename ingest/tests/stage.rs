@@ -4,9 +4,11 @@
 
 use bytes::Bytes;
 use kinfold_core::event::EventBody;
+use kinfold_core::ports::GroupOptions;
 use kinfold_core::ports::{EventLog, OutgoingRecord};
+use kinfold_core::stage::{StageConfig, StageReport, StageStatus};
 use kinfold_ingest::model::decode_json_event;
-use kinfold_ingest::stage::{StageConfig, StageReport, run_ingest_stage};
+use kinfold_ingest::stage::{IngestProcessor, IngestTally, run_ingest_stage};
 use kinfold_ingest::{IngestWriter, Intake};
 use kinfold_schemas::codec::{Codecs, family_subject};
 use kinfold_schemas::frame;
@@ -75,18 +77,20 @@ async fn caught_up(log: &dyn EventLog) -> bool {
 }
 
 /// Runs the stage until its group has committed the end of every partition, then stops it.
-async fn run_until_caught_up(fixture: &Fixture) -> StageReport {
+async fn run_until_caught_up(fixture: &Fixture) -> StageReport<IngestTally> {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut options = GroupOptions::new(GROUP, vec![SOURCE.to_owned()]);
+    options.batch = 16;
+    let mut config = StageConfig::new("ingest");
+    config.idle = Duration::from_millis(10);
+    config.commit_interval = Duration::from_millis(20);
+    let status = Arc::new(StageStatus::default());
     let stage = tokio::spawn(run_ingest_stage(
         fixture.log.clone(),
-        fixture.intake.clone(),
-        fixture.writer.clone(),
-        StageConfig {
-            group: GROUP.to_owned(),
-            topics: vec![SOURCE.to_owned()],
-            batch: 16,
-            idle: Duration::from_millis(10),
-        },
+        IngestProcessor::new(fixture.intake.clone(), fixture.writer.clone()),
+        options,
+        config,
+        status.clone(),
         shutdown,
     ));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -97,6 +101,7 @@ async fn run_until_caught_up(fixture: &Fixture) -> StageReport {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(status.is_ready(), "ready once assigned");
     stop.send(true).expect("stop");
     stage.await.expect("stage task").expect("stage ran")
 }
@@ -132,8 +137,12 @@ async fn source_records_end_in_one_log_once_and_positions_follow() {
     let report = run_until_caught_up(&fixture).await;
     assert_eq!(report.records, 230);
     assert_eq!(
-        (report.accepted, report.duplicates, report.rejected),
-        (200, 20, 10)
+        report.tally,
+        IngestTally {
+            accepted: 200,
+            duplicates: 20,
+            rejected: 10
+        }
     );
     assert_eq!(
         common::total_records(fixture.log.as_ref(), "events.canonical").await,
@@ -172,7 +181,7 @@ async fn source_records_end_in_one_log_once_and_positions_follow() {
     }
     let replay = run_until_caught_up(&fixture).await;
     assert_eq!(replay.records, 230);
-    assert_eq!(replay.accepted, 0, "nothing applied twice");
+    assert_eq!(replay.tally.accepted, 0, "nothing applied twice");
     assert_eq!(
         common::total_records(fixture.log.as_ref(), "events.canonical").await,
         200
@@ -186,7 +195,7 @@ async fn source_records_end_in_one_log_once_and_positions_follow() {
     // New records after a restart: only they are read, from the committed positions.
     produce(&fixture, (200..250).map(framed).collect()).await;
     let resumed = run_until_caught_up(&fixture).await;
-    assert_eq!((resumed.records, resumed.accepted), (50, 50));
+    assert_eq!((resumed.records, resumed.tally.accepted), (50, 50));
     assert_eq!(
         common::total_records(fixture.log.as_ref(), "events.canonical").await,
         250

@@ -206,6 +206,16 @@ pub trait EventLog: Send + Sync + fmt::Debug {
         next_offset: u64,
     ) -> Result<(), LogError>;
 
+    /// Joins a consumer group through the backend's coordinator; `None` when the backend has
+    /// none (the caller is then the group's only member, see [`super::group::join_group`]).
+    async fn join_group(
+        &self,
+        options: &super::group::GroupOptions,
+    ) -> Result<Option<Box<dyn super::group::GroupMember>>, LogError> {
+        let _ = options;
+        Ok(None)
+    }
+
     /// The stored position of `group` in `topic`/`partition`, if any.
     async fn committed(
         &self,

@@ -8,12 +8,16 @@
 //! - Reads use one assign-only consumer (no group), positioned per call.
 //! - Group positions are committed and read with a consumer per group that never subscribes,
 //!   so committing a position never joins or disturbs the group's members.
+//! - Stages join consumer groups through [`group::KafkaMember`].
+//! - Any librdkafka property can be given in the URL's query:
+//!   `kafka://HOST:PORT?session.timeout.ms=6000&partition.assignment.strategy=cooperative-sticky`.
 
 use bytes::Bytes;
 use kinfold_core::partitioner::partition_for_key;
 use kinfold_core::ports::log::{check_offset, check_partition, is_valid_topic_name};
 use kinfold_core::ports::{
-    EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicSpec,
+    EventLog, GroupMember, GroupOptions, LogError, LogRecord, OutgoingRecord, RecordPosition,
+    TopicSpec,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -27,6 +31,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod group;
+pub use group::KafkaMember;
+
 const TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 
@@ -38,6 +45,7 @@ fn kafka_error(error: impl std::fmt::Display) -> LogError {
 #[derive(Clone)]
 pub struct KafkaLog {
     bootstrap: String,
+    properties: Vec<(String, String)>,
     producer: FutureProducer,
     admin: Arc<AdminClient<DefaultClientContext>>,
     reader: Arc<Mutex<BaseConsumer>>,
@@ -53,17 +61,25 @@ impl std::fmt::Debug for KafkaLog {
     }
 }
 
-fn base_config(bootstrap: &str) -> ClientConfig {
+fn base_config(bootstrap: &str, properties: &[(String, String)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
         .set("allow.auto.create.topics", "false")
-        .set("topic.metadata.refresh.interval.ms", "5000");
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .set("log_level", "4");
+    for (key, value) in properties {
+        config.set(key, value);
+    }
     config
 }
 
-fn consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer, LogError> {
-    base_config(bootstrap)
+fn consumer(
+    bootstrap: &str,
+    properties: &[(String, String)],
+    group: &str,
+) -> Result<BaseConsumer, LogError> {
+    base_config(bootstrap, properties)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -74,20 +90,33 @@ fn consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer, LogError> {
 }
 
 impl KafkaLog {
-    /// Connects to the cluster at `bootstrap` (`host:port[,host:port]`).
-    pub fn connect(bootstrap: &str) -> Result<Self, LogError> {
-        let producer: FutureProducer = base_config(bootstrap)
+    /// Connects to the cluster at `address`: `host:port[,host:port][?property=value&...]`,
+    /// the part of a `kafka://` URL after the scheme.
+    pub fn connect(address: &str) -> Result<Self, LogError> {
+        let (bootstrap, query) = address.split_once('?').unwrap_or((address, ""));
+        let mut properties = Vec::new();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(LogError::Storage(format!(
+                    "kafka: `{pair}` in the url is not a property=value pair"
+                )));
+            };
+            properties.push((key.to_owned(), value.to_owned()));
+        }
+        let producer: FutureProducer = base_config(bootstrap, &properties)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000")
             .create()
             .map_err(kafka_error)?;
-        let admin: AdminClient<DefaultClientContext> =
-            base_config(bootstrap).create().map_err(kafka_error)?;
-        let reader = consumer(bootstrap, "kinfold-log-reader")?;
+        let admin: AdminClient<DefaultClientContext> = base_config(bootstrap, &properties)
+            .create()
+            .map_err(kafka_error)?;
+        let reader = consumer(bootstrap, &properties, "kinfold-log-reader")?;
         Ok(Self {
             bootstrap: bootstrap.to_owned(),
+            properties,
             producer,
             admin: Arc::new(admin),
             reader: Arc::new(Mutex::new(reader)),
@@ -104,7 +133,7 @@ impl KafkaLog {
         if let Some(client) = clients.get(group) {
             return Ok(client.clone());
         }
-        let client = Arc::new(consumer(&self.bootstrap, group)?);
+        let client = Arc::new(consumer(&self.bootstrap, &self.properties, group)?);
         clients.insert(group.to_owned(), client.clone());
         Ok(client)
     }
@@ -398,6 +427,20 @@ impl EventLog for KafkaLog {
         })
         .await
         .map_err(kafka_error)?
+    }
+
+    async fn join_group(
+        &self,
+        options: &GroupOptions,
+    ) -> Result<Option<Box<dyn GroupMember>>, LogError> {
+        for topic in &options.topics {
+            self.topic_partitions(topic).await?;
+        }
+        let member = KafkaMember::join(
+            base_config(&self.bootstrap, &self.properties),
+            options.clone(),
+        )?;
+        Ok(Some(Box::new(member)))
     }
 
     async fn committed(

@@ -1,0 +1,536 @@
+//! Consumer-group membership on Kafka.
+//!
+//! One thread per member polls a subscribed `BaseConsumer`; librdkafka runs the rebalance
+//! callback on that thread, which is what lets a revocation wait for the stage:
+//!
+//! - **Assign**: each partition's start is chosen explicitly (the stage's stored position, else
+//!   the group's committed offset, else the low watermark; clamped to the watermarks), the
+//!   partitions become owned, the stage is told, and only then is the consumer assigned at
+//!   those offsets.
+//! - **Revoke**: records already polled are handed over first, then the stage is told and the
+//!   thread waits until the stage has drained, committed and dropped the partitions' state (or
+//!   the drain deadline passes); only then does ownership end and the consumer unassign.
+//! - **Lost** (the broker took the partitions because the member looked dead): ownership ends at
+//!   once, with no commit.
+//!
+//! Commits take the ownership lock and commit only owned partitions, so a commit can never
+//! land for a partition after its revocation has been let through. Every ownership change and
+//! every commit is logged at target `kinfold::audit`, under that same lock.
+
+use super::{TIMEOUT, kafka_error};
+use bytes::Bytes;
+use kinfold_core::ports::{
+    GroupEvent, GroupMember, GroupOptions, LogError, LogRecord, RevokeDone, TopicPartition,
+};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const AUDIT: &str = "kinfold::audit";
+/// Room for this many deliveries between the polling thread and the stage.
+const CHANNEL: usize = 16;
+/// How long a delivery may wait for room before the thread looks at `closing` again.
+const SEND_STEP: Duration = Duration::from_millis(2);
+
+type Delivery = Result<GroupEvent, LogError>;
+
+/// State shared by the polling thread (in the rebalance callback) and the member's commits.
+#[derive(Debug)]
+struct Shared {
+    group: String,
+    client_id: String,
+    owned: Mutex<BTreeSet<TopicPartition>>,
+    closing: AtomicBool,
+}
+
+impl Shared {
+    fn owned(&self) -> MutexGuard<'_, BTreeSet<TopicPartition>> {
+        self.owned.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+}
+
+struct GroupContext {
+    shared: Arc<Shared>,
+    options: GroupOptions,
+    deliveries: mpsc::Sender<Delivery>,
+    /// Records polled but not yet handed to the stage, per partition.
+    pending: Mutex<HashMap<TopicPartition, Vec<LogRecord>>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                match self.assign(consumer, tpl) {
+                    Ok(start) => {
+                        let result = if cooperative {
+                            consumer.incremental_assign(&start)
+                        } else {
+                            consumer.assign(&start)
+                        };
+                        if let Err(error) = result {
+                            self.fail(format!("cannot assign partitions: {error}"));
+                        }
+                    }
+                    Err(error) => self.fail(error.to_string()),
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke(consumer, tpl);
+                let result = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(error) = result {
+                    tracing::warn!(group = %self.shared.group, %error, "cannot unassign");
+                }
+            }
+            other => {
+                tracing::warn!(group = %self.shared.group, error = ?other, "rebalance error; dropping the assignment");
+                let all = consumer.assignment().unwrap_or_default();
+                self.revoke(consumer, &all);
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|element| TopicPartition {
+            topic: element.topic().to_owned(),
+            partition: element.partition() as u32,
+        })
+        .collect()
+}
+
+impl GroupContext {
+    /// Hands `delivery` to the stage, waiting for room; false when the stage is gone or the
+    /// member is closing.
+    fn deliver(&self, mut delivery: Delivery) -> bool {
+        loop {
+            match self.deliveries.try_send(delivery) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(returned)) => {
+                    if self.shared.closing() {
+                        return false;
+                    }
+                    delivery = returned;
+                    std::thread::sleep(SEND_STEP);
+                }
+            }
+        }
+    }
+
+    fn fail(&self, reason: String) {
+        tracing::error!(group = %self.shared.group, %reason, "consumer group failure");
+        self.deliver(Err(LogError::Storage(format!("kafka: {reason}"))));
+    }
+
+    fn buffered(&self) -> usize {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    fn buffer(&self, message: &BorrowedMessage<'_>) {
+        let partition = TopicPartition {
+            topic: message.topic().to_owned(),
+            partition: message.partition() as u32,
+        };
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|header| {
+                        (
+                            header.key.to_owned(),
+                            Bytes::copy_from_slice(header.value.unwrap_or_default()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let record = LogRecord {
+            partition: partition.partition,
+            offset: message.offset() as u64,
+            key: message.key().map(Bytes::copy_from_slice),
+            value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+            headers,
+            timestamp_millis: message.timestamp().to_millis().unwrap_or_default(),
+        };
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(partition)
+            .or_default()
+            .push(record);
+    }
+
+    /// Hands every polled record to the stage, a delivery per partition.
+    fn flush(&self) {
+        let pending =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        for (partition, records) in pending {
+            if records.is_empty() {
+                continue;
+            }
+            if !self.deliver(Ok(GroupEvent::Records { partition, records })) {
+                return;
+            }
+        }
+    }
+
+    /// Chooses the start of each assigned partition, takes ownership, tells the stage; returns
+    /// the list to assign, with explicit offsets.
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &TopicPartitionList,
+    ) -> Result<TopicPartitionList, LogError> {
+        let partitions = partitions_of(tpl);
+        let committed = if partitions.is_empty() {
+            TopicPartitionList::new()
+        } else {
+            consumer
+                .committed_offsets(tpl.clone(), TIMEOUT)
+                .map_err(kafka_error)?
+        };
+        let mut start = TopicPartitionList::new();
+        let mut starts = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            let stored = self
+                .options
+                .stored_positions
+                .as_ref()
+                .and_then(|stored| stored.position(&partition));
+            let group_position = committed
+                .find_partition(&partition.topic, partition.partition as i32)
+                .and_then(|element| match element.offset() {
+                    Offset::Offset(offset) if offset >= 0 => Some(offset as u64),
+                    _ => None,
+                });
+            let (low, high) = consumer
+                .fetch_watermarks(&partition.topic, partition.partition as i32, TIMEOUT)
+                .map_err(kafka_error)?;
+            let (low, high) = (low.max(0) as u64, high.max(0) as u64);
+            let wanted = stored.or(group_position).unwrap_or(low);
+            if wanted < low {
+                tracing::warn!(
+                    group = %self.shared.group,
+                    %partition,
+                    wanted,
+                    low,
+                    "position is below the low watermark (records expired); starting at the low watermark"
+                );
+            }
+            let position = wanted.clamp(low, high);
+            start
+                .add_partition_offset(
+                    &partition.topic,
+                    partition.partition as i32,
+                    Offset::Offset(position as i64),
+                )
+                .map_err(kafka_error)?;
+            starts.push((partition, position));
+        }
+        {
+            let mut owned = self.shared.owned();
+            for (partition, position) in &starts {
+                owned.insert(partition.clone());
+                tracing::info!(
+                    target: AUDIT,
+                    action = "owned",
+                    group = %self.shared.group,
+                    member = %self.shared.client_id,
+                    topic = %partition.topic,
+                    partition = partition.partition,
+                    offset = position,
+                    "partition owned"
+                );
+            }
+        }
+        self.deliver(Ok(GroupEvent::Assigned(starts)));
+        Ok(start)
+    }
+
+    /// Lets the stage finish with the revoked partitions, then ends their ownership.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let partitions = partitions_of(tpl);
+        if partitions.is_empty() {
+            return;
+        }
+        let lost = consumer.assignment_lost();
+        if !self.shared.closing() {
+            if lost {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
+                self.release(&partitions, "lost");
+                self.deliver(Ok(GroupEvent::Lost(partitions)));
+                return;
+            }
+            self.flush();
+            let (done, handled) = RevokeDone::channel();
+            let delivered = self.deliver(Ok(GroupEvent::Revoking {
+                partitions: partitions.clone(),
+                done,
+            }));
+            if delivered {
+                // The stage applies the drain deadline itself; this margin only guards
+                // against a stage that stopped reading.
+                let deadline = Instant::now() + self.options.drain_timeout + Duration::from_secs(5);
+                while Instant::now() < deadline && !self.shared.closing() {
+                    match handled.recv_timeout(Duration::from_millis(50)) {
+                        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    }
+                }
+            }
+        }
+        self.release(&partitions, if lost { "lost" } else { "revoked" });
+    }
+
+    fn release(&self, partitions: &[TopicPartition], why: &str) {
+        let mut owned = self.shared.owned();
+        for partition in partitions {
+            if owned.remove(partition) {
+                tracing::info!(
+                    target: AUDIT,
+                    action = "released",
+                    why,
+                    group = %self.shared.group,
+                    member = %self.shared.client_id,
+                    topic = %partition.topic,
+                    partition = partition.partition,
+                    "partition released"
+                );
+            }
+        }
+    }
+}
+
+/// A member of a Kafka consumer group.
+pub struct KafkaMember {
+    shared: Arc<Shared>,
+    consumer: Option<Arc<BaseConsumer<GroupContext>>>,
+    deliveries: mpsc::Receiver<Delivery>,
+    poller: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for KafkaMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaMember")
+            .field("group", &self.shared.group)
+            .field("member", &self.shared.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaMember {
+    /// Subscribes to `options.topics` as a member of `options.group`; `config` carries the
+    /// cluster's address and any client properties.
+    pub(super) fn join(mut config: ClientConfig, options: GroupOptions) -> Result<Self, LogError> {
+        static MEMBERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let client_id = format!(
+            "kinfold-{}-{}",
+            std::process::id(),
+            MEMBERS.fetch_add(1, Ordering::Relaxed)
+        );
+        let shared = Arc::new(Shared {
+            group: options.group.clone(),
+            client_id: client_id.clone(),
+            owned: Mutex::default(),
+            closing: AtomicBool::new(false),
+        });
+        let (sender, deliveries) = mpsc::channel(CHANNEL);
+        let context = GroupContext {
+            shared: shared.clone(),
+            options: options.clone(),
+            deliveries: sender,
+            pending: Mutex::default(),
+        };
+        config
+            .set("group.id", &options.group)
+            .set("client.id", &client_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer<GroupContext> =
+            config.create_with_context(context).map_err(kafka_error)?;
+        let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(kafka_error)?;
+        let consumer = Arc::new(consumer);
+        let polled = consumer.clone();
+        let batch = options.batch.max(1);
+        let poller = std::thread::Builder::new()
+            .name(format!("kafka-{}", options.group))
+            .spawn(move || poll(&polled, batch))
+            .map_err(kafka_error)?;
+        Ok(Self {
+            shared,
+            consumer: Some(consumer),
+            deliveries,
+            poller: Some(poller),
+        })
+    }
+
+    /// Stops the polling thread and closes the consumer (its last revocation goes through
+    /// without waiting for the stage), off the async runtime.
+    fn close(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.shared.closing.store(true, Ordering::Release);
+        let poller = self.poller.take();
+        let consumer = self.consumer.take();
+        if poller.is_none() && consumer.is_none() {
+            return None;
+        }
+        let close = move || {
+            if let Some(poller) = poller {
+                let _ = poller.join();
+            }
+            drop(consumer);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Some(runtime.spawn_blocking(close)),
+            Err(_) => {
+                close();
+                None
+            }
+        }
+    }
+}
+
+/// The polling thread: hands records over in batches; rebalances run inside `poll`.
+fn poll(consumer: &BaseConsumer<GroupContext>, batch: usize) {
+    let context = consumer.context();
+    while !context.shared.closing() {
+        let wait = if context.buffered() > 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
+        match consumer.poll(wait) {
+            Some(Ok(message)) => {
+                context.buffer(&message);
+                if context.buffered() >= batch {
+                    context.flush();
+                }
+            }
+            Some(Err(error)) => {
+                tracing::warn!(group = %context.shared.group, %error, "kafka consumer error");
+            }
+            None => context.flush(),
+        }
+    }
+}
+
+impl Drop for KafkaMember {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[async_trait::async_trait]
+impl GroupMember for KafkaMember {
+    async fn next(&mut self, wait: Duration) -> Result<GroupEvent, LogError> {
+        match tokio::time::timeout(wait, self.deliveries.recv()).await {
+            Ok(Some(delivery)) => delivery,
+            Ok(None) => Err(LogError::Closed),
+            Err(_) => Ok(GroupEvent::Idle),
+        }
+    }
+
+    async fn commit(
+        &self,
+        positions: &[(TopicPartition, u64)],
+    ) -> Result<Vec<TopicPartition>, LogError> {
+        let Some(consumer) = self.consumer.clone() else {
+            return Err(LogError::Closed);
+        };
+        let shared = self.shared.clone();
+        let positions = positions.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let owned = shared.owned();
+            let mut offsets = TopicPartitionList::new();
+            let mut refused = Vec::new();
+            let mut committing = Vec::new();
+            for (partition, position) in positions {
+                if !owned.contains(&partition) {
+                    refused.push(partition);
+                    continue;
+                }
+                offsets
+                    .add_partition_offset(
+                        &partition.topic,
+                        partition.partition as i32,
+                        Offset::Offset(position as i64),
+                    )
+                    .map_err(kafka_error)?;
+                committing.push((partition, position));
+            }
+            if !committing.is_empty() {
+                consumer
+                    .commit(&offsets, CommitMode::Sync)
+                    .map_err(kafka_error)?;
+                for (partition, position) in committing {
+                    tracing::info!(
+                        target: AUDIT,
+                        action = "commit",
+                        group = %shared.group,
+                        member = %shared.client_id,
+                        topic = %partition.topic,
+                        partition = partition.partition,
+                        offset = position,
+                        "committed"
+                    );
+                }
+            }
+            Ok(refused)
+        })
+        .await
+        .map_err(kafka_error)?
+    }
+
+    fn owned(&self) -> Vec<TopicPartition> {
+        self.shared.owned().iter().cloned().collect()
+    }
+
+    async fn leave(mut self: Box<Self>) -> Result<(), LogError> {
+        if let Some(closing) = self.close() {
+            closing.await.map_err(kafka_error)?;
+        }
+        Ok(())
+    }
+}
