@@ -62,3 +62,56 @@ impl Default for Topics {
         }
     }
 }
+
+/// A source topic as POS and e-commerce systems write it: Avro in the Confluent wire format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceTopic {
+    pub name: String,
+    /// Created with this many partitions when missing; an existing topic must have as many.
+    pub partitions: u32,
+    /// What producers key records by, which keeps one till's or one buyer's records in order.
+    /// Kinfold does not depend on it; it documents the contract with the producers.
+    pub key: String,
+}
+
+/// What the ingest stage consumes, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sources {
+    /// The consumer group of the ingest stage.
+    pub group: String,
+    /// Most records handed over from one partition at a time.
+    pub batch: usize,
+    /// Most batches in flight at once.
+    pub max_in_flight: usize,
+    /// How long a revoked partition or a shutdown waits for in-flight batches, milliseconds.
+    pub drain_timeout_ms: u64,
+    /// How often positions are committed, milliseconds.
+    pub commit_interval_ms: u64,
+    pub topics: Vec<SourceTopic>,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        let topic = |name: &str, key: &str| SourceTopic {
+            name: name.to_owned(),
+            partitions: 8,
+            key: key.to_owned(),
+        };
+        Self {
+            group: "kinfold-ingest".to_owned(),
+            batch: 500,
+            max_in_flight: 8,
+            drain_timeout_ms: 10_000,
+            commit_interval_ms: 500,
+            topics: vec![
+                topic("pos.transactions", "store_id/till_id"),
+                topic("ecom.orders", "shop_id/order_id"),
+                topic("ecom.refunds", "shop_id/order_id"),
+                topic("wechat.events", "openid"),
+                topic("membership.events", "member_card"),
+            ],
+        }
+    }
+}

@@ -19,7 +19,7 @@ pub mod model;
 pub mod stage;
 pub mod writer;
 
-pub use config::{IngestLimits, Topics};
+pub use config::{IngestLimits, SourceTopic, Sources, Topics};
 pub use error::{RejectCode, Rejection};
 pub use intake::{Intake, Origin};
 pub use model::{Canonicalised, DroppedIdentifier, canonicalise};

@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// Address of the gRPC server.
     #[arg(long)]
     pub grpc_addr: Option<String>,
+    /// Stages to run, comma-separated: ingest, all, or none (HTTP only). Default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub stages: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -3,7 +3,7 @@
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use kinfold_ingest::{IngestLimits, Topics};
+use kinfold_ingest::{IngestLimits, Sources, Topics};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -19,6 +19,47 @@ pub struct Config {
     pub log: LogConfig,
     pub topics: Topics,
     pub ingest: IngestLimits,
+    #[serde(default)]
+    pub sources: Sources,
+    #[serde(default)]
+    pub serve: ServeConfig,
+}
+
+/// The stages a process runs.
+pub const STAGES: &[&str] = &["ingest"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Stages this process runs: any of `ingest` (more arrive with later stages), or `all`, or
+    /// none (`[]`): then the process serves HTTP only.
+    pub stages: Vec<String>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            stages: vec!["all".to_owned()],
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Whether `stage` runs; an unknown name in the list is an error.
+    pub fn runs(&self, stage: &str) -> anyhow::Result<bool> {
+        for name in &self.stages {
+            if name != "all" && name != "none" && !STAGES.contains(&name.as_str()) {
+                anyhow::bail!(
+                    "unknown stage `{name}` in serve.stages: expected {} or all",
+                    STAGES.join(", ")
+                );
+            }
+        }
+        Ok(self
+            .stages
+            .iter()
+            .any(|name| name == "all" || name == stage))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +105,8 @@ pub struct FlagOverrides {
     pub grpc: Option<AddrConfig>,
     #[serde(skip_serializing_if = "Option::is_none", rename = "log")]
     pub log_json: Option<LogJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeConfig>,
 }
 
 #[derive(Debug, Clone, Serialize)]

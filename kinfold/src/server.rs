@@ -4,9 +4,13 @@ use crate::app::App;
 use crate::config::Config;
 use crate::http::{self, HttpState};
 use anyhow::Context;
+use kinfold_core::ports::GroupOptions;
+use kinfold_core::stage::{StageConfig, StageStatus};
+use kinfold_ingest::stage::{IngestProcessor, run_ingest_stage};
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -16,6 +20,82 @@ pub struct Running {
     pub app: App,
     shutdown: watch::Sender<bool>,
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    stage_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A running stage, as `/readyz` sees it.
+#[derive(Debug, Clone)]
+pub struct RunningStage {
+    pub name: &'static str,
+    pub status: Arc<StageStatus>,
+}
+
+/// Starts the ingest stage over the configured source topics; it runs until `shutdown`, and
+/// rejoins its group after a failure rather than taking the process down.
+async fn start_ingest(
+    app: &App,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(RunningStage, tokio::task::JoinHandle<()>)> {
+    let sources = &app.config.sources;
+    for topic in &sources.topics {
+        app.backends
+            .log
+            .ensure_topic(&topic.name, topic.partitions)
+            .await
+            .with_context(|| format!("source topic {}", topic.name))?;
+    }
+    let mut options = GroupOptions::new(
+        sources.group.clone(),
+        sources
+            .topics
+            .iter()
+            .map(|topic| topic.name.clone())
+            .collect(),
+    );
+    options.batch = sources.batch.max(1);
+    options.drain_timeout = Duration::from_millis(sources.drain_timeout_ms);
+    let mut config = StageConfig::new("ingest");
+    config.max_in_flight = sources.max_in_flight.max(1);
+    config.commit_interval = Duration::from_millis(sources.commit_interval_ms.max(1));
+    let status = Arc::new(StageStatus::default());
+    let processor = IngestProcessor::new(app.intake.clone(), app.writer.clone());
+    let log = app.backends.log.clone();
+    let task = tokio::spawn({
+        let status = status.clone();
+        async move {
+            loop {
+                let run = run_ingest_stage(
+                    log.clone(),
+                    processor.clone(),
+                    options.clone(),
+                    config.clone(),
+                    status.clone(),
+                    shutdown.clone(),
+                )
+                .await;
+                match run {
+                    Ok(report) => {
+                        tracing::info!(?report, "ingest stage stopped");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "ingest stage failed; rejoining in 1 s");
+                    }
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    Ok((
+        RunningStage {
+            name: "ingest",
+            status,
+        },
+        task,
+    ))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -51,12 +131,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {}", config.http.addr))?;
     let http_addr = listener.local_addr()?;
     let app = App::open(config).await?;
+    let (shutdown, mut shutdown_signal) = watch::channel(false);
+    let mut stages = Vec::new();
+    let mut stage_tasks = Vec::new();
+    if app.config.serve.runs("ingest")? {
+        let (stage, task) = start_ingest(&app, shutdown_signal.clone()).await?;
+        stages.push(stage);
+        stage_tasks.push(task);
+    }
+    let running_stages: Vec<&str> = stages.iter().map(|stage| stage.name).collect();
     let state = HttpState {
         app: app.clone(),
         metrics,
         ready: ready.clone(),
+        stages,
     };
-    let (shutdown, mut shutdown_signal) = watch::channel(false);
     let http_task = tokio::spawn(http::run(listener, state, async move {
         let _ = shutdown_signal.wait_for(|stop| *stop).await;
     }));
@@ -64,14 +153,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Where it listens, for people and for scripts; a closed stdout must not stop the server.
     let _ = writeln!(
         std::io::stdout(),
-        "kinfold serving on {storage}\n  http  http://{http_addr}  (POST /v1/events, /registry, /metrics, /healthz, /readyz)\n  grpc  {grpc}: no gRPC services in this build yet; they arrive with the profile and segment stages",
+        "kinfold serving on {storage}{log}\n  http  http://{http_addr}  (POST /v1/events, /registry, /metrics, /healthz, /readyz)\n  grpc  {grpc}: no gRPC services in this build yet; they arrive with the profile and segment stages\n  stages: {stages}",
         storage = app.config.storage.url,
+        log = app
+            .config
+            .storage
+            .log
+            .as_deref()
+            .map(|log| format!(", event log {log}"))
+            .unwrap_or_default(),
         grpc = app.config.grpc.addr,
+        stages = if running_stages.is_empty() {
+            "none (HTTP only)".to_owned()
+        } else {
+            running_stages.join(", ")
+        },
     );
     Ok(Running {
         app,
         shutdown,
         http_task,
+        stage_tasks,
     })
 }
 
@@ -79,6 +181,10 @@ impl Running {
     /// Stops accepting, drains open requests, and waits for the server to end.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
+        // Stages drain their in-flight batches, commit and leave their groups.
+        for task in self.stage_tasks {
+            task.await.context("stage task")?;
+        }
         self.http_task.await.context("http server task")??;
         tracing::info!("kinfold stopped");
         Ok(())

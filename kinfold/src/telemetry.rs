@@ -28,5 +28,6 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         )?
         .install_recorder()?;
     kinfold_ingest::metrics::describe();
+    kinfold_core::stage::describe_metrics();
     Ok(handle)
 }

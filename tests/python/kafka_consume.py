@@ -1,8 +1,10 @@
 """Reads a Kinfold topic from a Kafka-protocol broker with Confluent's Python consumer and
 decodes every record with Confluent's AvroDeserializer through Kinfold's /registry.
 
-Usage: kafka_consume.py BOOTSTRAP REGISTRY_URL TOPIC EXPECTED_COUNT
-Prints JSON: the decoded records' event ids (or dead-letter ids) and reason codes.
+Usage: kafka_consume.py BOOTSTRAP REGISTRY_URL TOPIC EXPECTED_COUNT [TIMEOUT_SECS]
+Prints JSON: the decoded records' event ids (or dead-letter ids), types (or reason codes), and
+where they came from (a canonical event's origin; a dead letter's source topic, partition and
+offset).
 """
 import json
 import sys
@@ -26,7 +28,7 @@ metadata = consumer.list_topics(topic, timeout=10)
 partitions = list(metadata.topics[topic].partitions)
 consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
 records = []
-deadline = time.time() + 60
+deadline = time.time() + (float(sys.argv[5]) if len(sys.argv) > 5 else 60)
 while len(records) < expected and time.time() < deadline:
     message = consumer.poll(0.5)
     if message is None or message.error():
@@ -36,6 +38,8 @@ while len(records) < expected and time.time() < deadline:
         "id": value.get("event_id") or value.get("dead_letter_id"),
         "key": message.key().decode(),
         "type": value.get("event_type") or value.get("reason_code"),
+        "origin": value.get("origin"),
+        "source": [value.get("source_topic"), value.get("source_partition"), value.get("source_offset")],
     })
 consumer.close()
 print(json.dumps({"partitions": len(partitions), "records": records}))

@@ -22,13 +22,26 @@ impl Server {
     }
 
     /// Like `start`, with a command prepared by the caller (environment, current directory).
-    pub fn start_command(mut command: Command, data_dir: &Path) -> anyhow::Result<Self> {
+    /// Logs go to the test's stderr, at `warn` unless the command sets `RUST_LOG`.
+    pub fn start_command(command: Command, data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_logging(command, data_dir, Stdio::inherit())
+    }
+
+    /// Like `start_command`, with the process's logs (stderr) going to `stderr`, for example
+    /// a file to read back.
+    pub fn start_logging(
+        mut command: Command,
+        data_dir: &Path,
+        stderr: impl Into<Stdio>,
+    ) -> anyhow::Result<Self> {
+        if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
+            command.env("RUST_LOG", "warn");
+        }
         let mut child = command
             .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .context("cannot start kinfold")?;
         let stdout = child.stdout.take().context("no stdout")?;
@@ -53,7 +66,7 @@ impl Server {
             }
         };
         let server = Self { child, url };
-        server.wait_ready(Duration::from_secs(30))?;
+        server.wait_ready(Duration::from_secs(60))?;
         Ok(server)
     }
 

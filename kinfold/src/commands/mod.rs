@@ -8,7 +8,7 @@ mod publish;
 mod schemas;
 
 use crate::cli::{Cli, Command, ConfigCommand, ImportSource, LogCommand, ServeArgs, StorageArgs};
-use crate::config::{AddrConfig, Config, FlagOverrides, LogJson, StorageOverride};
+use crate::config::{AddrConfig, Config, FlagOverrides, LogJson, ServeConfig, StorageOverride};
 use anyhow::Context;
 
 fn storage_url(args: &StorageArgs) -> Option<String> {
@@ -36,6 +36,11 @@ fn overrides(
             .and_then(|s| s.grpc_addr.clone())
             .map(|addr| AddrConfig { addr }),
         log_json: cli_json.then_some(LogJson { json: true }),
+        serve: serve
+            .and_then(|s| s.stages.clone())
+            .map(|stages| ServeConfig {
+                stages: stages.into_iter().filter(|name| name != "none").collect(),
+            }),
     }
 }
 

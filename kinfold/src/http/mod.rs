@@ -22,6 +22,8 @@ pub struct HttpState {
     pub app: App,
     pub metrics: Option<PrometheusHandle>,
     pub ready: Arc<AtomicBool>,
+    /// The stages this process runs; `/readyz` waits for each to own its partitions.
+    pub stages: Vec<crate::server::RunningStage>,
 }
 
 /// The router of every endpoint.

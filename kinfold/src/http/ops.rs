@@ -19,12 +19,20 @@ async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
     if !state.app.backends.log.is_healthy() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "the event log failed; restart\n",
+            "the event log failed; restart\n".to_owned(),
         )
-    } else if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
+    } else if !state.ready.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned())
+    } else if let Some(stage) = state.stages.iter().find(|stage| !stage.status.is_ready()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the {} stage is waiting for its partitions and their positions\n",
+                stage.name
+            ),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+        (StatusCode::OK, "ready\n".to_owned())
     }
 }
 

@@ -1,0 +1,478 @@
+//! The ingest stage on Kafka, end to end, against a real Kafka-protocol broker (tansu) with
+//! records written by Confluent's own Python producer and AvroSerializer through Kinfold's
+//! `/registry`, and read back by Confluent's Python consumer and AvroDeserializer:
+//!
+//! - SIGKILLed five times while 100,000 records (1% poison) flow, every source record still ends
+//!   in `events.canonical` or `events.dlq`, once, and the consumer lag returns to zero;
+//! - two processes in one group, made to rebalance at least ten times, lose nothing, and the
+//!   commit audit of their logs shows no commit for a partition its committer did not own.
+//!
+//! Needs `--features kafka`.
+#![cfg(feature = "kafka")]
+
+use kinfold_core::ports::EventLog;
+use kinfold_storage::kafka::KafkaLog;
+use kinfold_tests::{Broker, Server, python, python_script, run_python_json};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_kinfold");
+const GROUP: &str = "kinfold-ingest";
+const SOURCES: &[&str] = &[
+    "pos.transactions",
+    "ecom.orders",
+    "ecom.refunds",
+    "wechat.events",
+    "membership.events",
+];
+
+fn log_url(broker: &Broker) -> String {
+    format!(
+        "kafka://{}?session.timeout.ms=6000&heartbeat.interval.ms=1000",
+        broker.bootstrap
+    )
+}
+
+fn command(broker: &Broker) -> Command {
+    let mut command = Command::new(BINARY);
+    command.env("KINFOLD__STORAGE__LOG", log_url(broker));
+    command
+}
+
+fn serve(broker: &Broker, data_dir: &Path) -> Server {
+    Server::start_command(command(broker), data_dir).expect("kinfold starts on kafka")
+}
+
+/// The Python producer, running in the background.
+struct Producer {
+    child: Child,
+    out: PathBuf,
+}
+
+/// What the producer wrote: each record's position (`topic/partition@offset`) and what it is.
+struct Produced {
+    records: BTreeMap<String, String>,
+}
+
+impl Producer {
+    /// Serialises `count` records (`poison_per_mille` of them poison) and produces them at
+    /// `rate` records a second (0: as fast as it can) from a background process.
+    fn start(
+        broker: &Broker,
+        registry: &str,
+        count: u32,
+        poison_per_mille: u32,
+        rate: u32,
+        dir: &Path,
+    ) -> Self {
+        let out = dir.join("produced.json");
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/golden");
+        let child = Command::new(python())
+            .arg(python_script("kafka_produce_avro.py"))
+            .arg(&broker.bootstrap)
+            .arg(registry)
+            .arg(golden)
+            .arg(count.to_string())
+            .arg(poison_per_mille.to_string())
+            .arg(&out)
+            .arg(rate.to_string())
+            .spawn()
+            .expect("the python producer starts");
+        let producer = Self { child, out };
+        // Every record serialised: the registry is no longer needed, kills may begin.
+        let ready = producer.out.with_extension("json.ready");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "the producer did not get ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        producer
+    }
+
+    fn finish(mut self) -> Produced {
+        let status = self.child.wait().expect("producer exits");
+        assert!(status.success(), "the python producer failed: {status}");
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(&self.out).expect("report")).expect("json");
+        assert_eq!(
+            report["failed"],
+            Value::Array(Vec::new()),
+            "deliveries failed"
+        );
+        let records = report["delivered"]
+            .as_array()
+            .expect("delivered")
+            .iter()
+            .map(|record| {
+                (
+                    format!(
+                        "{}/{}@{}",
+                        record["topic"].as_str().expect("topic"),
+                        record["partition"],
+                        record["offset"]
+                    ),
+                    record["what"].as_str().expect("what").to_owned(),
+                )
+            })
+            .collect();
+        Produced { records }
+    }
+}
+
+/// Waits until the group has committed the end of every source partition.
+fn wait_caught_up(broker: &Broker, timeout: Duration) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let log = KafkaLog::connect(&broker.bootstrap).expect("connects");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut behind = Vec::new();
+            for topic in SOURCES {
+                for partition in 0..log.partitions(topic).await.expect("partitions") {
+                    let (_, high) = log.watermarks(topic, partition).await.expect("watermarks");
+                    let committed = log
+                        .committed(GROUP, topic, partition)
+                        .await
+                        .expect("committed")
+                        .unwrap_or(0);
+                    if committed < high {
+                        behind.push(format!("{topic}/{partition}: {committed} of {high}"));
+                    }
+                }
+            }
+            if behind.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not caught up: {behind:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+/// Every record of `topic`, decoded by Confluent's consumer through `registry`.
+fn consume(broker: &Broker, registry: &str, topic: &str) -> Vec<Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let total: u64 = runtime.block_on(async {
+        let log = KafkaLog::connect(&broker.bootstrap).expect("connects");
+        let mut total = 0;
+        for partition in 0..log.partitions(topic).await.expect("partitions") {
+            total += log
+                .watermarks(topic, partition)
+                .await
+                .expect("watermarks")
+                .1;
+        }
+        total
+    });
+    let answer = run_python_json(
+        "kafka_consume.py",
+        &[
+            &broker.bootstrap,
+            registry,
+            topic,
+            &total.to_string(),
+            "600",
+        ],
+    )
+    .expect("the python consumer reads");
+    let records = answer["records"].as_array().expect("records").clone();
+    assert_eq!(records.len() as u64, total, "every record of {topic} read");
+    records
+}
+
+/// Checks that every produced record is in the canonical log (valid ones, by origin) or in the
+/// dead-letter log (poison, by source position, with the expected reason), each exactly once.
+fn assert_every_record_landed_once(broker: &Broker, registry: &str, produced: &Produced) {
+    let canonical = consume(broker, registry, "events.canonical");
+    let mut origins: BTreeMap<String, u32> = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for event in &canonical {
+        let origin = event["origin"].as_str().expect("origin");
+        let position = origin.strip_prefix("kafka:").expect("a kafka origin");
+        *origins.entry(position.to_owned()).or_default() += 1;
+        ids.insert(event["id"].as_str().expect("id").to_owned());
+    }
+    let letters = consume(broker, registry, "events.dlq");
+    let mut sources: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for letter in &letters {
+        let source = &letter["source"];
+        sources
+            .entry(format!(
+                "{}/{}@{}",
+                source[0].as_str().expect("source topic"),
+                source[1],
+                source[2]
+            ))
+            .or_default()
+            .push(letter["type"].as_str().expect("reason code").to_owned());
+    }
+    let expected_code = |what: &str| match what {
+        "truncated" => "undecodable",
+        "unknown_schema_id" => "unknown_schema_id",
+        "bad_magic" => "bad_framing",
+        "foreign_schema" => "unsupported_record",
+        "over_long" => "field_too_long",
+        other => panic!("unknown poison kind {other}"),
+    };
+    let mut lost = Vec::new();
+    for (position, what) in &produced.records {
+        if what == "valid" {
+            match origins.get(position) {
+                Some(1) => {}
+                other => lost.push(format!("{position} ({what}): {other:?} canonical events")),
+            }
+        } else {
+            match sources.get(position).map(Vec::as_slice) {
+                Some([code]) if code == expected_code(what) => {}
+                other => lost.push(format!("{position} ({what}): dead letters {other:?}")),
+            }
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} records astray: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    let valid = produced
+        .records
+        .values()
+        .filter(|what| *what == "valid")
+        .count();
+    assert_eq!(
+        canonical.len(),
+        valid,
+        "no event twice in the canonical log"
+    );
+    assert_eq!(ids.len(), valid, "one event id per valid record");
+    assert_eq!(
+        letters.len(),
+        produced.records.len() - valid,
+        "no dead letter twice"
+    );
+}
+
+/// The consumer lag gauges of `server`, by partition.
+fn lag(server: &Server) -> BTreeMap<String, f64> {
+    let text = reqwest::blocking::get(format!("{}/metrics", server.url))
+        .expect("metrics")
+        .text()
+        .expect("text");
+    text.lines()
+        .filter(|line| line.starts_with("kinfold_consumer_lag{"))
+        .map(|line| {
+            let (labels, value) = line.rsplit_once(' ').expect("sample");
+            (labels.to_owned(), value.parse().expect("number"))
+        })
+        .collect()
+}
+
+/// A small deterministic generator for kill times.
+fn pauses(seed: u64) -> impl Iterator<Item = Duration> {
+    let mut state = seed;
+    std::iter::repeat_with(move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        Duration::from_millis(1_000 + (state >> 33) % 3_000)
+    })
+}
+
+#[test]
+fn sigkill_during_ingest_loses_nothing_and_poison_goes_to_the_dlq() {
+    let broker = Broker::start().expect("tansu starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut server = serve(&broker, &data);
+    let registry = format!("{}/registry", server.url);
+    let producer = Producer::start(&broker, &registry, 100_000, 10, 0, dir.path());
+
+    for (kill, pause) in pauses(7).take(5).enumerate() {
+        std::thread::sleep(pause);
+        eprintln!("SIGKILL {} after {pause:?}", kill + 1);
+        server.kill().expect("SIGKILL");
+        server = serve(&broker, &data);
+    }
+    let produced = producer.finish();
+    assert_eq!(produced.records.len(), 100_000);
+    let poison = produced
+        .records
+        .values()
+        .filter(|what| *what != "valid")
+        .count();
+    eprintln!("produced 100000 records, {poison} of them poison");
+    assert!((500..=1_500).contains(&poison), "about 1% poison: {poison}");
+
+    wait_caught_up(&broker, Duration::from_secs(600));
+    // The registry now lives in the restarted process.
+    let registry = format!("{}/registry", server.url);
+    assert_every_record_landed_once(&broker, &registry, &produced);
+
+    // Lag back to zero on every partition, as the process itself reports it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lag = lag(&server);
+        let partitions = lag.len();
+        if partitions == 40 && lag.values().all(|value| *value == 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag did not return to zero: {lag:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    server.stop().expect("graceful stop");
+}
+
+/// One audit line of a process's JSON log.
+#[derive(Debug)]
+struct Audit {
+    at: String,
+    action: String,
+    member: String,
+    partition: String,
+}
+
+fn audit_lines(dir: &Path) -> Vec<Audit> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("logs") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("log");
+        for line in text.lines() {
+            let Ok(value) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if value["target"] != "kinfold::audit" {
+                continue;
+            }
+            let fields = &value["fields"];
+            lines.push(Audit {
+                at: value["timestamp"].as_str().expect("timestamp").to_owned(),
+                action: fields["action"].as_str().expect("action").to_owned(),
+                member: fields["member"].as_str().expect("member").to_owned(),
+                partition: format!(
+                    "{}/{}",
+                    fields["topic"].as_str().expect("topic"),
+                    fields["partition"]
+                ),
+            });
+        }
+    }
+    lines.sort_by(|a, b| a.at.cmp(&b.at));
+    lines
+}
+
+#[test]
+fn two_processes_rebalancing_lose_nothing_and_commit_only_what_they_own() {
+    let broker = Broker::start().expect("tansu starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let start = |slot: &str, incarnation: usize| {
+        let file = std::fs::File::create(logs.join(format!("{slot}-{incarnation}.log")))
+            .expect("log file");
+        let mut command = command(&broker);
+        command
+            .env("RUST_LOG", "warn,kinfold::audit=info")
+            .env("KINFOLD__LOG__JSON", "true");
+        Server::start_logging(command, &dir.path().join(slot), file).expect("kinfold starts")
+    };
+    let mut a = start("a", 0);
+    let mut b = start("b", 0);
+    // Both processes register the same compiled-in catalog in the same order, so Kinfold's
+    // subjects have the same schema ids in each; the producer uses A's registry.
+    let registry = format!("{}/registry", a.url);
+    // Records keep flowing through every round, so batches are in flight at each hand-over.
+    let producer = Producer::start(&broker, &registry, 40_000, 0, 800, dir.path());
+
+    // Each round takes one process out of the group and back in: two rebalances.
+    for (round, pause) in pauses(11).take(6).enumerate() {
+        std::thread::sleep(pause);
+        if round % 2 == 0 {
+            b.stop().expect("b stops");
+            std::thread::sleep(Duration::from_secs(2));
+            b = start("b", round + 1);
+        } else {
+            a.stop().expect("a stops");
+            std::thread::sleep(Duration::from_secs(2));
+            a = start("a", round + 1);
+        }
+        eprintln!("round {round} done");
+    }
+    let produced = producer.finish();
+    wait_caught_up(&broker, Duration::from_secs(600));
+    let registry = format!("{}/registry", a.url);
+    assert_every_record_landed_once(&broker, &registry, &produced);
+    a.stop().expect("a stops");
+    b.stop().expect("b stops");
+
+    // The audit: partitions change hands only after their owner let go, and every commit comes
+    // from the member that owns the partition at that moment.
+    let audit = audit_lines(&logs);
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    let mut last_owner: BTreeMap<String, String> = BTreeMap::new();
+    let (mut commits, mut handovers) = (0, 0);
+    for line in &audit {
+        match line.action.as_str() {
+            "owned" => {
+                assert!(
+                    !owner.contains_key(&line.partition),
+                    "{} owned by {} while {:?} still owns it ({})",
+                    line.partition,
+                    line.member,
+                    owner.get(&line.partition),
+                    line.at
+                );
+                if last_owner
+                    .get(&line.partition)
+                    .is_some_and(|last| *last != line.member)
+                {
+                    handovers += 1;
+                }
+                owner.insert(line.partition.clone(), line.member.clone());
+            }
+            "released" => {
+                assert_eq!(
+                    owner.remove(&line.partition).as_deref(),
+                    Some(line.member.as_str()),
+                    "{line:?}"
+                );
+                last_owner.insert(line.partition.clone(), line.member.clone());
+            }
+            "commit" => {
+                assert_eq!(
+                    owner.get(&line.partition).map(String::as_str),
+                    Some(line.member.as_str()),
+                    "a commit for a partition its committer did not own: {line:?}"
+                );
+                commits += 1;
+            }
+            other => panic!("unknown audit action {other}"),
+        }
+    }
+    let members: BTreeSet<&str> = audit.iter().map(|line| line.member.as_str()).collect();
+    eprintln!(
+        "audit: {} lines, {commits} commits, {handovers} hand-overs, {} members",
+        audit.len(),
+        members.len()
+    );
+    assert!(commits >= 100, "commits all through the rounds: {commits}");
+    assert_eq!(members.len(), 8, "two first members and six restarts");
+    assert!(
+        handovers >= 40,
+        "every partition changed hands at least 10 times in all: {handovers}"
+    );
+    assert!(
+        owner.is_empty(),
+        "every partition released on graceful stops: {owner:?}"
+    );
+}

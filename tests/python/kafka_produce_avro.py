@@ -1,0 +1,142 @@
+"""Produces retail events to Kinfold's source topics the way a POS or e-commerce system would:
+Confluent's Python producer, values serialised by Confluent's AvroSerializer with schema ids from
+a Confluent-compatible registry (Kinfold's /registry), records keyed as the topics' contract says.
+
+A share of the records is poison, as broken producers write it: truncated datums, an unknown
+schema id, a bad magic byte, a writer schema that is not one of Kinfold's (registered under a
+subject of its own), and over-long fields.
+
+Usage: kafka_produce_avro.py BOOTSTRAP REGISTRY_URL GOLDEN_DIR COUNT POISON_PER_MILLE OUT_JSON [RATE]
+Writes OUT_JSON.ready once every record is serialised (the registry is no longer needed), then
+produces them all (at most RATE records a second, if given) and writes OUT_JSON: one entry per record with its topic, partition, offset and
+what it is ("valid" or the poison kind).
+"""
+import copy
+import json
+import random
+import sys
+import time
+
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+bootstrap, registry_url, golden_dir, count, poison_per_mille, out = sys.argv[1:7]
+rate = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
+count, poison_per_mille = int(count), int(poison_per_mille)
+rng = random.Random(20261122)
+registry = SchemaRegistryClient({"url": registry_url})
+
+FAMILIES = {
+    "pos.transactions": "pos.transactions-value/v2.json",
+    "ecom.orders": "ecom.orders-value/v1.json",
+    "wechat.events": "wechat.events-value/v1.json",
+}
+templates = {topic: json.load(open(f"{golden_dir}/{path}")) for topic, path in FAMILIES.items()}
+
+
+def serializer(subject):
+    schema = registry.get_latest_version(subject).schema
+    return AvroSerializer(registry, schema.schema_str,
+                          conf={"auto.register.schemas": False, "use.latest.version": True})
+
+
+serializers = {topic: serializer(f"{topic}-value") for topic in FAMILIES}
+
+# A writer schema Kinfold cannot read as any of its families, under a subject of its own.
+foreign_schema = json.dumps({
+    "type": "record", "name": "LegacyTill", "namespace": "com.example.legacy",
+    "fields": [{"name": "till", "type": "string"}, {"name": "amount", "type": "double"}],
+})
+foreign_id = registry.register_schema("legacy.till-value", Schema(foreign_schema, "AVRO"))
+foreign = AvroSerializer(registry, foreign_schema, conf={
+    "auto.register.schemas": False,
+    "subject.name.strategy": lambda ctx, record_name: "legacy.till-value",
+})
+
+
+def event(topic, serial):
+    value = copy.deepcopy(templates[topic])
+    if topic == "pos.transactions":
+        value["till_id"] = f"T{serial % 17:02d}"
+        value["serial"] = f"{serial:08d}"
+        key = f"{value['store_id']}/{value['till_id']}"
+    elif topic == "ecom.orders":
+        value["order_id"] = f"E{serial:012d}"
+        key = f"{value['shop_id']}/{value['order_id']}"
+    else:
+        value["msg_id"] = f"m{serial:012d}"
+        key = value["openid"]
+    return key, value
+
+
+def poison(kind, topic, key, value, ctx):
+    if kind == "over_long":
+        value = copy.deepcopy(value)
+        field = {"pos.transactions": "store_id", "ecom.orders": "order_id"}.get(topic, "app_id")
+        value[field] = "X" * 500
+        return serializers[topic](value, ctx)
+    if kind == "foreign_schema":
+        return foreign({"till": key, "amount": 1.5}, ctx)
+    data = bytearray(serializers[topic](value, ctx))
+    if kind == "truncated":
+        return bytes(data[: max(6, len(data) // 2)])
+    if kind == "unknown_schema_id":
+        data[1:5] = (987654).to_bytes(4, "big")
+        return bytes(data)
+    if kind == "bad_magic":
+        data[0] = 7
+        return bytes(data)
+    raise ValueError(kind)
+
+
+POISON_KINDS = ["truncated", "unknown_schema_id", "bad_magic", "foreign_schema", "over_long"]
+topics = list(FAMILIES)
+prepared = []
+for serial in range(count):
+    topic = topics[serial % len(topics)]
+    key, value = event(topic, serial)
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    if rng.randrange(1000) < poison_per_mille:
+        kind = POISON_KINDS[serial % len(POISON_KINDS)]
+        prepared.append((topic, key, poison(kind, topic, key, value, ctx), kind))
+    else:
+        prepared.append((topic, key, serializers[topic](value, ctx), "valid"))
+open(out + ".ready", "w").write(str(foreign_id))
+
+producer = Producer({
+    "bootstrap.servers": bootstrap,
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 20,
+    "batch.num.messages": 2000,
+})
+delivered = []
+failed = []
+
+
+def report(error, message, what):
+    if error is not None:
+        failed.append(str(error))
+    else:
+        delivered.append({"topic": message.topic(), "partition": message.partition(),
+                          "offset": message.offset(), "what": what})
+
+
+started = time.time()
+for sent, (topic, key, payload, what) in enumerate(prepared):
+    if rate > 0:
+        ahead = sent / rate - (time.time() - started)
+        if ahead > 0:
+            producer.poll(ahead)
+    while True:
+        try:
+            producer.produce(topic, key=key.encode(), value=payload,
+                             on_delivery=lambda e, m, w=what: report(e, m, w))
+            break
+        except BufferError:
+            producer.poll(0.05)
+    producer.poll(0)
+producer.flush(120)
+json.dump({"delivered": delivered, "failed": failed, "foreign_schema_id": foreign_id}, open(out, "w"))
