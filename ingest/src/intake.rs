@@ -9,7 +9,7 @@ use crate::writer::Submission;
 use kinfold_core::event::EventBody;
 use kinfold_core::time::Clock;
 use kinfold_core::{DeadLetter, EventFamily};
-use kinfold_schemas::SchemaRegistry;
+use kinfold_schemas::{RegistryError, SchemaRegistry, parse_frame};
 use std::sync::Arc;
 
 const DEAD_LETTER_NAMESPACE: uuid::Uuid =
@@ -76,6 +76,21 @@ impl Intake {
                 self.reject(text.as_bytes(), rejection, origin, None, source)
             }
         }
+    }
+
+    /// Makes sure the writer schemas of these framed records are at hand, fetching them from
+    /// the remote registry when schemas live in one (nothing to do otherwise). Call it before
+    /// [`Self::avro`]; an error means the registry could not be asked, so the records should
+    /// wait rather than be dead-lettered.
+    pub async fn resolve_schemas<'a>(
+        &self,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), RegistryError> {
+        let ids: Vec<u32> = frames
+            .into_iter()
+            .filter_map(|frame| parse_frame(frame).ok().map(|(id, _)| id))
+            .collect();
+        self.registry.resolve_ids(ids).await
     }
 
     /// An Avro record in the Confluent wire format.

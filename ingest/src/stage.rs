@@ -70,6 +70,9 @@ impl Processor for IngestProcessor {
         partition: &TopicPartition,
         records: &[LogRecord],
     ) -> Result<IngestTally, WriterError> {
+        self.intake
+            .resolve_schemas(records.iter().map(|record| &record.value[..]))
+            .await?;
         let submissions = records
             .iter()
             .map(|record| self.intake.avro(&record.value, &origin(partition, record)))

@@ -28,11 +28,14 @@ impl App {
                     config.storage.url
                 )
             })?;
-        let registry = Arc::new(
+        let registry = Arc::new(if config.registry.url.is_empty() {
             SchemaRegistry::open(backends.kv.clone())
                 .await
-                .context("cannot load the schema registry")?,
-        );
+                .context("cannot load the schema registry")?
+        } else {
+            SchemaRegistry::open_remote(&config.registry.url)
+                .with_context(|| format!("schema registry at {}", config.registry.url))?
+        });
         registry
             .register_catalog(&Catalog::embedded())
             .await

@@ -20,9 +20,22 @@ pub struct Config {
     pub topics: Topics,
     pub ingest: IngestLimits,
     #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
     pub sources: Sources,
     #[serde(default)]
     pub serve: ServeConfig,
+}
+
+/// Where schemas live.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Empty: this process keeps the registry in its store and serves it at `/registry`.
+    /// Otherwise the URL of a Confluent-compatible registry (Confluent Schema Registry,
+    /// Karapace, Apicurio's `/apis/ccompat/v7`, or another Kinfold's `/registry`), which every
+    /// process of a deployment then shares.
+    pub url: String,
 }
 
 /// The stages a process runs.

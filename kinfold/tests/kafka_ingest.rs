@@ -5,7 +5,8 @@
 //! - SIGKILLed five times while 100,000 records (1% poison) flow, every source record still ends
 //!   in `events.canonical` or `events.dlq`, once, and the consumer lag returns to zero;
 //! - two processes in one group, made to rebalance at least ten times, lose nothing, and the
-//!   commit audit of their logs shows no commit for a partition its committer did not own.
+//!   commit audit of their logs shows no commit for a partition its committer did not own;
+//!   they share a schema registry by URL (a third Kinfold that runs no stage).
 //!
 //! Needs `--features kafka`.
 #![cfg(feature = "kafka")]
@@ -377,20 +378,33 @@ fn two_processes_rebalancing_lose_nothing_and_commit_only_what_they_own() {
     let dir = tempfile::tempdir().expect("temp dir");
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).expect("logs dir");
+    // The schema registry of the deployment: a Kinfold that runs no stage, only HTTP. The two
+    // ingest processes use it by URL, as they would a Confluent Schema Registry.
+    let registry_only = dir.path().join("registry-only.toml");
+    std::fs::write(&registry_only, "[serve]\nstages = []\n").expect("config");
+    let mut registry_command = command(&broker);
+    registry_command.env("KINFOLD_CONFIG", &registry_only);
+    let registry_server = Server::start_command(registry_command, &dir.path().join("registry"))
+        .expect("the registry process starts");
+    let registry = format!("{}/registry", registry_server.url);
     let start = |slot: &str, incarnation: usize| {
         let file = std::fs::File::create(logs.join(format!("{slot}-{incarnation}.log")))
             .expect("log file");
         let mut command = command(&broker);
         command
             .env("RUST_LOG", "warn,kinfold::audit=info")
-            .env("KINFOLD__LOG__JSON", "true");
+            .env("KINFOLD__LOG__JSON", "true")
+            .env("KINFOLD__REGISTRY__URL", &registry);
         Server::start_logging(command, &dir.path().join(slot), file).expect("kinfold starts")
     };
     let mut a = start("a", 0);
     let mut b = start("b", 0);
-    // Both processes register the same compiled-in catalog in the same order, so Kinfold's
-    // subjects have the same schema ids in each; the producer uses A's registry.
-    let registry = format!("{}/registry", a.url);
+    let answer = reqwest::blocking::get(format!("{}/registry/subjects", a.url)).expect("get");
+    assert_eq!(
+        answer.status(),
+        404,
+        "an ingest process points at the shared registry"
+    );
     // Records keep flowing through every round, so batches are in flight at each hand-over.
     let producer = Producer::start(&broker, &registry, 40_000, 0, 800, dir.path());
 
@@ -410,10 +424,10 @@ fn two_processes_rebalancing_lose_nothing_and_commit_only_what_they_own() {
     }
     let produced = producer.finish();
     wait_caught_up(&broker, Duration::from_secs(600));
-    let registry = format!("{}/registry", a.url);
     assert_every_record_landed_once(&broker, &registry, &produced);
     a.stop().expect("a stops");
     b.stop().expect("b stops");
+    registry_server.stop().expect("the registry process stops");
 
     // The audit: partitions change hands only after their owner let go, and every commit comes
     // from the member that owns the partition at that moment.

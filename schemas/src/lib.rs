@@ -15,6 +15,7 @@ pub mod codec;
 pub mod compat;
 pub mod compose;
 pub mod registry;
+mod remote;
 pub mod wire;
 
 pub use catalog::{Catalog, SubjectSchemas};

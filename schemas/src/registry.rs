@@ -15,6 +15,8 @@ use kinfold_core::ports::{KvError, KvMutation, KvStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+use crate::remote::{RemoteError, RemoteRegistry};
+
 const TABLE: &str = "schema_registry";
 const SCHEMAS: &[u8] = b"schemas";
 const SUBJECTS: &[u8] = b"subjects";
@@ -69,6 +71,10 @@ pub enum RegistryError {
     ReservedSubject(String),
     #[error(transparent)]
     Storage(#[from] KvError),
+    #[error("schema registry at {url}: {reason}")]
+    Remote { url: String, reason: String },
+    #[error("this process uses the schema registry at {0}; change schemas there")]
+    RemoteOnly(String),
 }
 
 impl RegistryError {
@@ -85,6 +91,8 @@ impl RegistryError {
             Self::SubjectLevelNotFound(_) => 40408,
             Self::ReservedSubject(_) => 40301,
             Self::Storage(_) => 50001,
+            Self::Remote { .. } => 50003,
+            Self::RemoteOnly(_) => 40301,
         }
     }
 
@@ -101,6 +109,7 @@ impl ErrorKind for RegistryError {
     fn fault(&self) -> Fault {
         match self {
             Self::Storage(error) => error.fault(),
+            Self::Remote { .. } => Fault::External,
             _ => Fault::User,
         }
     }
@@ -121,10 +130,19 @@ struct RegistryState {
 /// The registry. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct SchemaRegistry {
-    store: Arc<dyn KvStore>,
+    /// Where the registry is kept; `None` when it lives at `remote`.
+    store: Option<Arc<dyn KvStore>>,
+    /// A registry elsewhere that this one caches.
+    remote: Option<RemoteRegistry>,
+    /// Ids the remote registry said it does not have, and when, so poison records do not
+    /// send a request each.
+    missing: std::sync::Mutex<HashMap<u32, std::time::Instant>>,
     state: RwLock<RegistryState>,
     writes: tokio::sync::Mutex<()>,
 }
+
+/// How long an id the remote registry did not know stays unknown before it is asked again.
+const MISSING_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A subject's version as the REST API shows it.
 #[derive(Debug, Clone)]
@@ -221,10 +239,128 @@ impl SchemaRegistry {
             }
         }
         Ok(Self {
-            store,
+            store: Some(store),
+            remote: None,
+            missing: std::sync::Mutex::default(),
             state: RwLock::new(state),
             writes: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// A registry that caches the Confluent-compatible registry at `url` (Confluent Schema
+    /// Registry, Karapace, Apicurio's ccompat API, another Kinfold's `/registry`): schemas are
+    /// registered there and fetched from there by id ([`Self::resolve_ids`]).
+    pub fn open_remote(url: &str) -> Result<Self, RegistryError> {
+        let remote = RemoteRegistry::new(url).map_err(|reason| RegistryError::Remote {
+            url: url.to_owned(),
+            reason,
+        })?;
+        Ok(Self {
+            store: None,
+            remote: Some(remote),
+            missing: std::sync::Mutex::default(),
+            state: RwLock::new(RegistryState::default()),
+            writes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The URL of the registry this one caches, if it is remote.
+    pub fn remote_url(&self) -> Option<&str> {
+        self.remote.as_ref().map(RemoteRegistry::url)
+    }
+
+    fn local_store(&self) -> Result<&Arc<dyn KvStore>, RegistryError> {
+        match (&self.store, &self.remote) {
+            (Some(store), _) => Ok(store),
+            (None, Some(remote)) => Err(RegistryError::RemoteOnly(remote.url().to_owned())),
+            (None, None) => unreachable!("a registry is local or remote"),
+        }
+    }
+
+    fn remote_error(&self, reason: String) -> RegistryError {
+        RegistryError::Remote {
+            url: self.remote_url().unwrap_or_default().to_owned(),
+            reason,
+        }
+    }
+
+    /// Makes sure the schemas with `ids` are known, fetching the unknown ones from the remote
+    /// registry; nothing to do for a local registry. An id the remote registry does not have
+    /// stays unknown (its records are dead-lettered); an unreachable registry is an error, so
+    /// that the records wait instead.
+    pub async fn resolve_ids(
+        &self,
+        ids: impl IntoIterator<Item = u32>,
+    ) -> Result<(), RegistryError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let mut wanted: Vec<u32> = {
+            let state = self.read();
+            ids.into_iter()
+                .filter(|id| !state.schemas.contains_key(id))
+                .collect()
+        };
+        wanted.sort_unstable();
+        wanted.dedup();
+        for id in wanted {
+            {
+                let mut missing = self
+                    .missing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if missing
+                    .get(&id)
+                    .is_some_and(|since| since.elapsed() < MISSING_FOR)
+                {
+                    continue;
+                }
+                missing.remove(&id);
+            }
+            match remote.schema(id).await {
+                Ok(text) => {
+                    let parsed = parse_schema(id, &text)?;
+                    let mut state = self.write();
+                    state
+                        .id_by_normalised
+                        .entry(normalise(&text)?)
+                        .or_insert(id);
+                    state.schemas.insert(id, Arc::new(parsed));
+                }
+                Err(RemoteError::NotFound) => {
+                    self.missing
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(id, std::time::Instant::now());
+                }
+                Err(RemoteError::Failed(reason)) => return Err(self.remote_error(reason)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn register_remote(
+        &self,
+        remote: &RemoteRegistry,
+        subject: &str,
+        text: &str,
+    ) -> Result<u32, RegistryError> {
+        let id = match remote.register(subject, text).await {
+            Ok(id) => id,
+            Err(RemoteError::NotFound) => {
+                return Err(self.remote_error(format!("cannot register under `{subject}`")));
+            }
+            Err(RemoteError::Failed(reason)) => return Err(self.remote_error(reason)),
+        };
+        let parsed = parse_schema(id, text)?;
+        let mut state = self.write();
+        state.id_by_normalised.insert(normalise(text)?, id);
+        state.schemas.insert(id, Arc::new(parsed));
+        let versions = state.subjects.entry(subject.to_owned()).or_default();
+        if !versions.contains(&id) {
+            versions.push(id);
+        }
+        Ok(id)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, RegistryState> {
@@ -351,7 +487,7 @@ impl SchemaRegistry {
     ) -> Result<(), RegistryError> {
         let _serialised = self.writes.lock().await;
         let key = subject.unwrap_or_default().as_bytes().to_vec();
-        self.store
+        self.local_store()?
             .apply(
                 TABLE,
                 CONFIG,
@@ -418,6 +554,9 @@ impl SchemaRegistry {
     /// already has returns the existing id; the same schema under another subject shares the id.
     pub async fn register(&self, subject: &str, text: &str) -> Result<u32, RegistryError> {
         let _serialised = self.writes.lock().await;
+        if let Some(remote) = &self.remote {
+            return self.register_remote(remote, subject, text).await;
+        }
         let normalised = normalise(text)?;
         let existing_id = self.read().id_by_normalised.get(&normalised).copied();
         if let Some(id) = existing_id
@@ -442,7 +581,7 @@ impl SchemaRegistry {
             None => {
                 let id = self.read().schemas.keys().max().map_or(1, |max| max + 1);
                 let parsed = parse_schema(id, text)?;
-                self.store
+                self.local_store()?
                     .apply(
                         TABLE,
                         SCHEMAS,
@@ -460,7 +599,7 @@ impl SchemaRegistry {
             }
         };
         let version = self.read().subjects.get(subject).map_or(0, Vec::len) as u32 + 1;
-        self.store
+        self.local_store()?
             .apply(
                 TABLE,
                 SUBJECTS,

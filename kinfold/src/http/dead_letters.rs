@@ -124,6 +124,18 @@ async fn redrive(State(state): State<HttpState>, Json(window): Json<Window>) -> 
         Err(response) => return response,
     };
     let intake = &state.app.intake;
+    let mut frames: Vec<&[u8]> = Vec::new();
+    for (_, letter) in &letters {
+        let content_type = letter.content_type.as_deref().unwrap_or_default();
+        if content_type == AVRO_FRAMES_CONTENT_TYPE {
+            frames.extend(split_frames(&letter.payload).unwrap_or_default());
+        } else if content_type.contains("avro") {
+            frames.push(&letter.payload);
+        }
+    }
+    if let Err(error) = intake.resolve_schemas(frames).await {
+        return super::events::not_acknowledged(error);
+    }
     let mut offsets = Vec::new();
     let mut submissions: Vec<Submission> = Vec::new();
     let mut skipped = Vec::new();

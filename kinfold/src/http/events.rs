@@ -78,6 +78,16 @@ async fn post_events(State(state): State<HttpState>, headers: HeaderMap, body: B
     let whole_body_rejection =
         |rejection: Rejection| intake.reject(&body, rejection, &origin, None, "unknown");
 
+    let frames = if AVRO_CONTENT_TYPES.contains(&content_type.as_str()) {
+        vec![&body[..]]
+    } else if content_type == AVRO_FRAMES_CONTENT_TYPE {
+        split_frames(&body).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if let Err(error) = intake.resolve_schemas(frames).await {
+        return not_acknowledged(error);
+    }
     let (submissions, failure_status) = if AVRO_CONTENT_TYPES.contains(&content_type.as_str()) {
         (vec![intake.avro(&body, &origin)], None)
     } else if content_type == AVRO_FRAMES_CONTENT_TYPE {
@@ -164,13 +174,18 @@ async fn respond(
             )
                 .into_response()
         }
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            Json(json!({"error": format!("not acknowledged; retrying is safe (duplicates are recognised): {error}")})),
-        )
-            .into_response(),
+        Err(error) => not_acknowledged(error),
     }
+}
+
+/// 503: nothing of the request was taken; retrying is safe.
+pub fn not_acknowledged(error: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(json!({"error": format!("not acknowledged; retrying is safe (duplicates are recognised): {error}")})),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

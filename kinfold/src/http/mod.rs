@@ -29,11 +29,15 @@ pub struct HttpState {
 /// The router of every endpoint.
 pub fn router(state: HttpState) -> Router {
     let body_limit = state.app.config.ingest.max_body_bytes;
+    let registry = match state.app.registry.remote_url() {
+        None => registry::routes(),
+        Some(url) => registry::elsewhere(url),
+    };
     Router::new()
         .merge(events::routes())
         .merge(dead_letters::routes())
         .merge(ops::routes())
-        .nest("/registry", registry::routes())
+        .nest("/registry", registry)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -17,6 +17,20 @@ use std::collections::HashMap;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
+/// What `/registry` answers when this process uses a registry elsewhere: where it is.
+pub fn elsewhere(url: &str) -> Router<HttpState> {
+    let message = format!("this process uses the schema registry at {url}");
+    Router::new().fallback(move || {
+        let message = message.clone();
+        async move {
+            reply(
+                StatusCode::NOT_FOUND,
+                json!({"error_code": 40401, "message": message}),
+            )
+        }
+    })
+}
+
 pub fn routes() -> Router<HttpState> {
     Router::new()
         .route("/", get(|| async { reply(StatusCode::OK, json!({})) }))
@@ -131,6 +145,11 @@ async fn register(
         Ok(request) => request,
         Err(response) => return response,
     };
+    // Registering a version the subject already has only finds it, reserved subjects too
+    // (another Kinfold using this registry registers its catalog so).
+    if let Ok(version) = state.app.registry.lookup(&subject, &request.schema) {
+        return reply(StatusCode::OK, version_json(&version));
+    }
     if RESERVED_SUBJECTS.contains(&subject.as_str()) {
         return error(&RegistryError::ReservedSubject(subject));
     }
