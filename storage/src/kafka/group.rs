@@ -13,19 +13,20 @@
 //! - **Lost** (the broker took the partitions because the member looked dead): ownership ends at
 //!   once, with no commit.
 //!
-//! Commits take the ownership lock and commit only owned partitions, so a commit can never
-//! land for a partition after its revocation has been let through. Every ownership change and
-//! every commit is logged at target `kinfold::audit`, under that same lock.
+//! Commits run on the polling thread too: the stage asks, the thread commits between polls or,
+//! during a revocation, while it waits for the stage. Ownership changes and commits are thus
+//! one sequence on one thread: a commit is made only for a partition owned at that moment, can
+//! never land after the partition was let go, and never waits on a rebalance that waits on it.
+//! Every ownership change and every commit is logged at target `kinfold::audit`.
 
-use super::{TIMEOUT, kafka_error};
-use bytes::Bytes;
+use super::{TIMEOUT, kafka_error, log_record};
 use kinfold_core::ports::{
     GroupEvent, GroupMember, GroupOptions, LogError, LogRecord, RevokeDone, TopicPartition,
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
@@ -41,6 +42,15 @@ const CHANNEL: usize = 16;
 const SEND_STEP: Duration = Duration::from_millis(2);
 
 type Delivery = Result<GroupEvent, LogError>;
+
+/// A commit the stage asks the polling thread for; the answer lists the partitions refused.
+struct CommitRequest {
+    positions: Vec<(TopicPartition, u64)>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<TopicPartition>, LogError>>,
+}
+
+/// How long the stage waits for the polling thread to make a commit.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// State shared by the polling thread (in the rebalance callback) and the member's commits.
 #[derive(Debug)]
@@ -59,6 +69,20 @@ impl Shared {
     fn closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
+
+    /// One line of the ownership and commit audit; `offset` is a start or committed position.
+    fn audit(&self, action: &str, partition: &TopicPartition, offset: Option<u64>) {
+        tracing::info!(
+            target: AUDIT,
+            action,
+            group = %self.group,
+            member = %self.client_id,
+            topic = %partition.topic,
+            partition = partition.partition,
+            offset,
+            "{action}"
+        );
+    }
 }
 
 struct GroupContext {
@@ -67,6 +91,8 @@ struct GroupContext {
     deliveries: mpsc::Sender<Delivery>,
     /// Records polled but not yet handed to the stage, per partition.
     pending: Mutex<HashMap<TopicPartition, Vec<LogRecord>>>,
+    /// Commits the stage asked for.
+    commits: Mutex<std::sync::mpsc::Receiver<CommitRequest>>,
 }
 
 impl ClientContext for GroupContext {}
@@ -92,10 +118,10 @@ impl ConsumerContext for GroupContext {
                             consumer.assign(&start)
                         };
                         if let Err(error) = result {
-                            self.fail(format!("cannot assign partitions: {error}"));
+                            self.fail(consumer, format!("cannot assign partitions: {error}"));
                         }
                     }
-                    Err(error) => self.fail(error.to_string()),
+                    Err(error) => self.fail(consumer, error.to_string()),
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -132,7 +158,7 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 impl GroupContext {
     /// Hands `delivery` to the stage, waiting for room; false when the stage is gone or the
     /// member is closing.
-    fn deliver(&self, mut delivery: Delivery) -> bool {
+    fn deliver(&self, consumer: &BaseConsumer<Self>, mut delivery: Delivery) -> bool {
         loop {
             match self.deliveries.try_send(delivery) {
                 Ok(()) => return true,
@@ -141,6 +167,8 @@ impl GroupContext {
                     if self.shared.closing() {
                         return false;
                     }
+                    // The stage may be waiting for a commit before it reads on.
+                    self.serve_commits(consumer);
                     delivery = returned;
                     std::thread::sleep(SEND_STEP);
                 }
@@ -148,9 +176,9 @@ impl GroupContext {
         }
     }
 
-    fn fail(&self, reason: String) {
+    fn fail(&self, consumer: &BaseConsumer<Self>, reason: String) {
         tracing::error!(group = %self.shared.group, %reason, "consumer group failure");
-        self.deliver(Err(LogError::Storage(format!("kafka: {reason}"))));
+        self.deliver(consumer, Err(LogError::Storage(format!("kafka: {reason}"))));
     }
 
     fn buffered(&self) -> usize {
@@ -167,28 +195,7 @@ impl GroupContext {
             topic: message.topic().to_owned(),
             partition: message.partition() as u32,
         };
-        let headers = message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|header| {
-                        (
-                            header.key.to_owned(),
-                            Bytes::copy_from_slice(header.value.unwrap_or_default()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let record = LogRecord {
-            partition: partition.partition,
-            offset: message.offset() as u64,
-            key: message.key().map(Bytes::copy_from_slice),
-            value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
-            headers,
-            timestamp_millis: message.timestamp().to_millis().unwrap_or_default(),
-        };
+        let record = log_record(message);
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -198,14 +205,14 @@ impl GroupContext {
     }
 
     /// Hands every polled record to the stage, a delivery per partition.
-    fn flush(&self) {
+    fn flush(&self, consumer: &BaseConsumer<Self>) {
         let pending =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         for (partition, records) in pending {
             if records.is_empty() {
                 continue;
             }
-            if !self.deliver(Ok(GroupEvent::Records { partition, records })) {
+            if !self.deliver(consumer, Ok(GroupEvent::Records { partition, records })) {
                 return;
             }
         }
@@ -268,19 +275,10 @@ impl GroupContext {
             let mut owned = self.shared.owned();
             for (partition, position) in &starts {
                 owned.insert(partition.clone());
-                tracing::info!(
-                    target: AUDIT,
-                    action = "owned",
-                    group = %self.shared.group,
-                    member = %self.shared.client_id,
-                    topic = %partition.topic,
-                    partition = partition.partition,
-                    offset = position,
-                    "partition owned"
-                );
+                self.shared.audit("owned", partition, Some(*position));
             }
         }
-        self.deliver(Ok(GroupEvent::Assigned(starts)));
+        self.deliver(consumer, Ok(GroupEvent::Assigned(starts)));
         Ok(start)
     }
 
@@ -298,21 +296,27 @@ impl GroupContext {
                     .unwrap_or_else(PoisonError::into_inner)
                     .clear();
                 self.release(&partitions, "lost");
-                self.deliver(Ok(GroupEvent::Lost(partitions)));
+                self.deliver(consumer, Ok(GroupEvent::Lost(partitions)));
                 return;
             }
-            self.flush();
+            self.flush(consumer);
             let (done, handled) = RevokeDone::channel();
-            let delivered = self.deliver(Ok(GroupEvent::Revoking {
-                partitions: partitions.clone(),
-                done,
-            }));
+            let delivered = self.deliver(
+                consumer,
+                Ok(GroupEvent::Revoking {
+                    partitions: partitions.clone(),
+                    done,
+                }),
+            );
             if delivered {
+                self.serve_commits(consumer);
                 // The stage applies the drain deadline itself; this margin only guards
                 // against a stage that stopped reading.
                 let deadline = Instant::now() + self.options.drain_timeout + Duration::from_secs(5);
                 while Instant::now() < deadline && !self.shared.closing() {
-                    match handled.recv_timeout(Duration::from_millis(50)) {
+                    // The stage commits the revoked partitions before it answers.
+                    self.serve_commits(consumer);
+                    match handled.recv_timeout(Duration::from_millis(10)) {
                         Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     }
@@ -322,20 +326,62 @@ impl GroupContext {
         self.release(&partitions, if lost { "lost" } else { "revoked" });
     }
 
+    /// Makes the commits the stage asked for, for the partitions owned now.
+    fn serve_commits(&self, consumer: &BaseConsumer<Self>) {
+        let requests: Vec<CommitRequest> = self
+            .commits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_iter()
+            .collect();
+        for request in requests {
+            let answer = self.commit(consumer, request.positions);
+            let _ = request.reply.send(answer);
+        }
+    }
+
+    fn commit(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        positions: Vec<(TopicPartition, u64)>,
+    ) -> Result<Vec<TopicPartition>, LogError> {
+        let owned = self.shared.owned().clone();
+        let mut offsets = TopicPartitionList::new();
+        let mut refused = Vec::new();
+        let mut committing = Vec::new();
+        for (partition, position) in positions {
+            if !owned.contains(&partition) {
+                refused.push(partition);
+                continue;
+            }
+            offsets
+                .add_partition_offset(
+                    &partition.topic,
+                    partition.partition as i32,
+                    Offset::Offset(position as i64),
+                )
+                .map_err(kafka_error)?;
+            committing.push((partition, position));
+        }
+        if !committing.is_empty() {
+            consumer
+                .commit(&offsets, CommitMode::Sync)
+                .map_err(kafka_error)?;
+            for (partition, position) in committing {
+                self.shared.audit("commit", &partition, Some(position));
+            }
+        }
+        Ok(refused)
+    }
+
     fn release(&self, partitions: &[TopicPartition], why: &str) {
         let mut owned = self.shared.owned();
         for partition in partitions {
             if owned.remove(partition) {
-                tracing::info!(
-                    target: AUDIT,
-                    action = "released",
-                    why,
-                    group = %self.shared.group,
-                    member = %self.shared.client_id,
-                    topic = %partition.topic,
-                    partition = partition.partition,
-                    "partition released"
-                );
+                if why == "lost" {
+                    tracing::warn!(group = %self.shared.group, %partition, "partition lost: the group took it without a revocation");
+                }
+                self.shared.audit("released", partition, None);
             }
         }
     }
@@ -344,6 +390,7 @@ impl GroupContext {
 /// A member of a Kafka consumer group.
 pub struct KafkaMember {
     shared: Arc<Shared>,
+    commits: std::sync::mpsc::Sender<CommitRequest>,
     consumer: Option<Arc<BaseConsumer<GroupContext>>>,
     deliveries: mpsc::Receiver<Delivery>,
     poller: Option<std::thread::JoinHandle<()>>,
@@ -375,11 +422,13 @@ impl KafkaMember {
             closing: AtomicBool::new(false),
         });
         let (sender, deliveries) = mpsc::channel(CHANNEL);
+        let (commits, commit_requests) = std::sync::mpsc::channel();
         let context = GroupContext {
             shared: shared.clone(),
             options: options.clone(),
             deliveries: sender,
             pending: Mutex::default(),
+            commits: Mutex::new(commit_requests),
         };
         config
             .set("group.id", &options.group)
@@ -401,6 +450,7 @@ impl KafkaMember {
             .map_err(kafka_error)?;
         Ok(Self {
             shared,
+            commits,
             consumer: Some(consumer),
             deliveries,
             poller: Some(poller),
@@ -436,6 +486,7 @@ impl KafkaMember {
 fn poll(consumer: &BaseConsumer<GroupContext>, batch: usize) {
     let context = consumer.context();
     while !context.shared.closing() {
+        context.serve_commits(consumer);
         let wait = if context.buffered() > 0 {
             Duration::ZERO
         } else {
@@ -445,13 +496,13 @@ fn poll(consumer: &BaseConsumer<GroupContext>, batch: usize) {
             Some(Ok(message)) => {
                 context.buffer(&message);
                 if context.buffered() >= batch {
-                    context.flush();
+                    context.flush(consumer);
                 }
             }
             Some(Err(error)) => {
                 tracing::warn!(group = %context.shared.group, %error, "kafka consumer error");
             }
-            None => context.flush(),
+            None => context.flush(consumer),
         }
     }
 }
@@ -476,51 +527,23 @@ impl GroupMember for KafkaMember {
         &self,
         positions: &[(TopicPartition, u64)],
     ) -> Result<Vec<TopicPartition>, LogError> {
-        let Some(consumer) = self.consumer.clone() else {
+        if self.consumer.is_none() {
             return Err(LogError::Closed);
-        };
-        let shared = self.shared.clone();
-        let positions = positions.to_vec();
-        tokio::task::spawn_blocking(move || {
-            let owned = shared.owned();
-            let mut offsets = TopicPartitionList::new();
-            let mut refused = Vec::new();
-            let mut committing = Vec::new();
-            for (partition, position) in positions {
-                if !owned.contains(&partition) {
-                    refused.push(partition);
-                    continue;
-                }
-                offsets
-                    .add_partition_offset(
-                        &partition.topic,
-                        partition.partition as i32,
-                        Offset::Offset(position as i64),
-                    )
-                    .map_err(kafka_error)?;
-                committing.push((partition, position));
-            }
-            if !committing.is_empty() {
-                consumer
-                    .commit(&offsets, CommitMode::Sync)
-                    .map_err(kafka_error)?;
-                for (partition, position) in committing {
-                    tracing::info!(
-                        target: AUDIT,
-                        action = "commit",
-                        group = %shared.group,
-                        member = %shared.client_id,
-                        topic = %partition.topic,
-                        partition = partition.partition,
-                        offset = position,
-                        "committed"
-                    );
-                }
-            }
-            Ok(refused)
-        })
-        .await
-        .map_err(kafka_error)?
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commits
+            .send(CommitRequest {
+                positions: positions.to_vec(),
+                reply,
+            })
+            .map_err(|_| LogError::Closed)?;
+        match tokio::time::timeout(COMMIT_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(LogError::Closed),
+            Err(_) => Err(LogError::Storage(format!(
+                "kafka: no commit within {COMMIT_TIMEOUT:?}"
+            ))),
+        }
     }
 
     fn owned(&self) -> Vec<TopicPartition> {

@@ -41,6 +41,32 @@ fn kafka_error(error: impl std::fmt::Display) -> LogError {
     LogError::Storage(format!("kafka: {error}"))
 }
 
+/// A consumed message as the log port's record.
+fn log_record<M: Message>(message: &M) -> LogRecord {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|header| {
+                    (
+                        header.key.to_owned(),
+                        Bytes::copy_from_slice(header.value.unwrap_or_default()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    LogRecord {
+        partition: message.partition() as u32,
+        offset: message.offset() as u64,
+        key: message.key().map(Bytes::copy_from_slice),
+        value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+        headers,
+        timestamp_millis: message.timestamp().to_millis().unwrap_or_default(),
+    }
+}
+
 /// The event log on a Kafka cluster.
 #[derive(Clone)]
 pub struct KafkaLog {
@@ -357,28 +383,7 @@ impl EventLog for KafkaLog {
                 {
                     continue;
                 }
-                let headers = message
-                    .headers()
-                    .map(|headers| {
-                        headers
-                            .iter()
-                            .map(|header| {
-                                (
-                                    header.key.to_owned(),
-                                    Bytes::copy_from_slice(header.value.unwrap_or_default()),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                records.push(LogRecord {
-                    partition,
-                    offset,
-                    key: message.key().map(Bytes::copy_from_slice),
-                    value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
-                    headers,
-                    timestamp_millis: message.timestamp().to_millis().unwrap_or_default(),
-                });
+                records.push(log_record(&message));
             }
             consumer.unassign().map_err(kafka_error)?;
             Ok(records)
