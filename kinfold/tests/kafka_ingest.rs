@@ -13,7 +13,7 @@
 
 use kinfold_core::ports::EventLog;
 use kinfold_storage::kafka::KafkaLog;
-use kinfold_tests::{Broker, Server, python, python_script, run_python_json};
+use kinfold_tests::{Broker, Server, python, python_script, run_python_json, total_records};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -164,15 +164,7 @@ fn consume(broker: &Broker, registry: &str, topic: &str) -> Vec<Value> {
         .expect("runtime");
     let total: u64 = runtime.block_on(async {
         let log = KafkaLog::connect(&broker.bootstrap).expect("connects");
-        let mut total = 0;
-        for partition in 0..log.partitions(topic).await.expect("partitions") {
-            total += log
-                .watermarks(topic, partition)
-                .await
-                .expect("watermarks")
-                .1;
-        }
-        total
+        total_records(&log, topic).await
     });
     let answer = run_python_json(
         "kafka_consume.py",

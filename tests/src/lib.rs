@@ -262,3 +262,16 @@ impl Drop for Broker {
         let _ = self.child.wait();
     }
 }
+
+/// Records in every partition of `topic`: the sum of the high watermarks.
+pub async fn total_records(log: &dyn kinfold_core::ports::EventLog, topic: &str) -> u64 {
+    let mut total = 0;
+    for partition in 0..log.partitions(topic).await.expect("partitions") {
+        total += log
+            .watermarks(topic, partition)
+            .await
+            .expect("watermarks")
+            .1;
+    }
+    total
+}

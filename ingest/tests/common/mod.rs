@@ -43,15 +43,4 @@ pub async fn wire(
     (registry, intake, writer)
 }
 
-/// Records in every partition of `topic`.
-pub async fn total_records(log: &dyn EventLog, topic: &str) -> u64 {
-    let mut total = 0;
-    for partition in 0..log.partitions(topic).await.expect("partitions") {
-        total += log
-            .watermarks(topic, partition)
-            .await
-            .expect("watermarks")
-            .1;
-    }
-    total
-}
+pub use kinfold_tests::total_records;

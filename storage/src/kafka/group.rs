@@ -345,7 +345,7 @@ impl GroupContext {
         consumer: &BaseConsumer<Self>,
         positions: Vec<(TopicPartition, u64)>,
     ) -> Result<Vec<TopicPartition>, LogError> {
-        let owned = self.shared.owned().clone();
+        let owned = self.shared.owned();
         let mut offsets = TopicPartitionList::new();
         let mut refused = Vec::new();
         let mut committing = Vec::new();
