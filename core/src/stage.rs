@@ -39,6 +39,8 @@ pub const CONSUMER_LAG: &str = "kinfold_consumer_lag";
 pub const COMMITS_REFUSED: &str = "kinfold_stage_commits_refused_total";
 /// The counter of batch attempts that failed and were retried.
 pub const BATCH_RETRIES: &str = "kinfold_stage_batch_retries_total";
+/// The counter of times a member owning nothing left and rejoined a group nobody consumed in.
+pub const GROUP_REJOINS: &str = "kinfold_group_rejoins_total";
 
 /// Describes the stage loop's metrics to the recorder.
 pub fn describe_metrics() {
@@ -53,6 +55,10 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         BATCH_RETRIES,
         "Batches whose processing failed and was retried"
+    );
+    metrics::describe_counter!(
+        GROUP_REJOINS,
+        "Times a member that owned nothing while partitions lagged and no commit moved left and rejoined the group"
     );
 }
 

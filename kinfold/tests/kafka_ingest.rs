@@ -43,8 +43,27 @@ fn command(broker: &Broker) -> Command {
     command
 }
 
-fn serve(broker: &Broker, data_dir: &Path) -> Server {
-    Server::start_command(command(broker), data_dir).expect("kinfold starts on kafka")
+/// A directory for the logs of one test's processes that outlives a failed run, so the logs
+/// can be read afterwards (`target/tmp/kafka_ingest/<test>`); emptied when the test starts.
+fn kept_logs(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("kafka_ingest")
+        .join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("logs dir");
+    eprintln!("process logs in {}", dir.display());
+    dir
+}
+
+/// `kinfold serve` on `data_dir`, its log (JSON, warnings and the audit) in `log`.
+fn serve_logging(broker: &Broker, data_dir: &Path, log: &Path, extra: &[(&str, &str)]) -> Server {
+    let file = std::fs::File::create(log).expect("log file");
+    let mut command = command(broker);
+    command
+        .env("RUST_LOG", "warn,kinfold::audit=info")
+        .env("KINFOLD__LOG__JSON", "true")
+        .envs(extra.iter().copied());
+    Server::start_logging(command, data_dir, file).expect("kinfold starts on kafka")
 }
 
 /// The Python producer, running in the background.
@@ -285,7 +304,16 @@ fn sigkill_during_ingest_loses_nothing_and_poison_goes_to_the_dlq() {
     let broker = Broker::start().expect("tansu starts");
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let mut server = serve(&broker, &data);
+    let logs = kept_logs("sigkill");
+    let serve = |incarnation: usize| {
+        serve_logging(
+            &broker,
+            &data,
+            &logs.join(format!("kinfold-{incarnation}.log")),
+            &[],
+        )
+    };
+    let mut server = serve(0);
     let registry = format!("{}/registry", server.url);
     let producer = Producer::start(&broker, &registry, 100_000, 10, 0, dir.path());
 
@@ -293,7 +321,7 @@ fn sigkill_during_ingest_loses_nothing_and_poison_goes_to_the_dlq() {
         std::thread::sleep(pause);
         eprintln!("SIGKILL {} after {pause:?}", kill + 1);
         server.kill().expect("SIGKILL");
-        server = serve(&broker, &data);
+        server = serve(kill + 1);
     }
     let produced = producer.finish();
     assert_eq!(produced.records.len(), 100_000);
@@ -368,8 +396,7 @@ fn audit_lines(dir: &Path) -> Vec<Audit> {
 fn two_processes_rebalancing_lose_nothing_and_commit_only_what_they_own() {
     let broker = Broker::start().expect("tansu starts");
     let dir = tempfile::tempdir().expect("temp dir");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).expect("logs dir");
+    let logs = kept_logs("two_processes");
     // The schema registry of the deployment: a Kinfold that runs no stage, only HTTP. The two
     // ingest processes use it by URL, as they would a Confluent Schema Registry.
     let registry_only = dir.path().join("registry-only.toml");
@@ -380,14 +407,12 @@ fn two_processes_rebalancing_lose_nothing_and_commit_only_what_they_own() {
         .expect("the registry process starts");
     let registry = format!("{}/registry", registry_server.url);
     let start = |slot: &str, incarnation: usize| {
-        let file = std::fs::File::create(logs.join(format!("{slot}-{incarnation}.log")))
-            .expect("log file");
-        let mut command = command(&broker);
-        command
-            .env("RUST_LOG", "warn,kinfold::audit=info")
-            .env("KINFOLD__LOG__JSON", "true")
-            .env("KINFOLD__REGISTRY__URL", &registry);
-        Server::start_logging(command, &dir.path().join(slot), file).expect("kinfold starts")
+        serve_logging(
+            &broker,
+            &dir.path().join(slot),
+            &logs.join(format!("{slot}-{incarnation}.log")),
+            &[("KINFOLD__REGISTRY__URL", &registry)],
+        )
     };
     let mut a = start("a", 0);
     let mut b = start("b", 0);

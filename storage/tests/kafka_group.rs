@@ -231,3 +231,104 @@ async fn eager_rebalances_hand_partitions_over_without_loss_or_repeat() {
 async fn cooperative_rebalances_hand_partitions_over_without_loss_or_repeat() {
     members_share_partitions_and_lose_nothing("cooperative-sticky").await;
 }
+
+/// Joins `group` over the raw protocol (JoinGroup v0, Kafka's wire format written out here)
+/// as a member subscribed to `topic`, and then says nothing more: a process that died right
+/// after it joined. Returns when the broker has answered the join.
+fn join_and_die(bootstrap: &str, group: &str, topic: &str) {
+    use std::io::{Read, Write};
+    fn string(out: &mut Vec<u8>, text: &str) {
+        out.extend_from_slice(&(text.len() as i16).to_be_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+    let mut socket = std::net::TcpStream::connect(bootstrap).expect("connects");
+    let mut member = String::new();
+    for correlation in 1..=2i32 {
+        let mut request = Vec::new();
+        request.extend_from_slice(&11i16.to_be_bytes()); // JoinGroup
+        request.extend_from_slice(&0i16.to_be_bytes()); // version 0
+        request.extend_from_slice(&correlation.to_be_bytes());
+        string(&mut request, "dead-member");
+        string(&mut request, group);
+        request.extend_from_slice(&6_000i32.to_be_bytes()); // session timeout
+        string(&mut request, &member);
+        string(&mut request, "consumer");
+        request.extend_from_slice(&1i32.to_be_bytes()); // one protocol
+        string(&mut request, "range");
+        let mut subscription = Vec::new();
+        subscription.extend_from_slice(&0i16.to_be_bytes());
+        subscription.extend_from_slice(&1i32.to_be_bytes());
+        string(&mut subscription, topic);
+        subscription.extend_from_slice(&(-1i32).to_be_bytes()); // no user data
+        request.extend_from_slice(&(subscription.len() as i32).to_be_bytes());
+        request.extend_from_slice(&subscription);
+        socket
+            .write_all(&(request.len() as i32).to_be_bytes())
+            .expect("send");
+        socket.write_all(&request).expect("send");
+        let mut size = [0; 4];
+        socket.read_exact(&mut size).expect("answer");
+        let mut answer = vec![0; i32::from_be_bytes(size) as usize];
+        socket.read_exact(&mut answer).expect("answer");
+        let error = i16::from_be_bytes([answer[4], answer[5]]);
+        // After the generation: protocol name, leader, then this member's id.
+        let mut at = 10;
+        let mut strings = Vec::new();
+        for _ in 0..3 {
+            let length = i16::from_be_bytes([answer[at], answer[at + 1]]).max(0) as usize;
+            strings.push(String::from_utf8_lossy(&answer[at + 2..at + 2 + length]).into_owned());
+            at += 2 + length;
+        }
+        match error {
+            // MEMBER_ID_REQUIRED: join again with the id the broker gave.
+            79 => member = strings.pop().expect("member id"),
+            0 => {
+                assert_eq!(
+                    strings[1], strings[2],
+                    "the dead member leads its generation"
+                );
+                return;
+            }
+            other => panic!("JoinGroup error {other}"),
+        }
+    }
+    panic!("no generation joined");
+}
+
+/// A member that joins while the group's leader has just died can end up in a generation in
+/// which nobody owns anything: tansu 0.6 completes it with the first follower's SyncGroup once
+/// the leader's session has expired, empty assignments for all, and keeps it stable. The
+/// member notices it owns nothing where it should own something, rejoins, and gets every
+/// partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_left_with_nothing_by_a_broken_generation_rejoins_and_consumes() {
+    let broker = Broker::start().expect("tansu starts");
+    let log = Arc::new(
+        KafkaLog::connect(&format!(
+            "{}?session.timeout.ms=6000&heartbeat.interval.ms=1000",
+            broker.bootstrap
+        ))
+        .expect("connects"),
+    );
+    let (topic, group) = ("orphaned-src", "orphaned");
+    log.ensure_topic(topic, PARTITIONS).await.expect("topic");
+    produce(&log, topic, 0, 400).await;
+    let bootstrap = broker.bootstrap.clone();
+    tokio::task::spawn_blocking(move || join_and_die(&bootstrap, group, topic))
+        .await
+        .expect("raw join");
+    // The live member joins while the dead leader still looks alive, and syncs after its
+    // session has expired.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let recorder = Arc::new(Recorder::default());
+    let member = start(&log, group, topic, &recorder);
+    wait_for("the live member to own every partition", || {
+        member.status.positions().len() == PARTITIONS as usize
+    })
+    .await;
+    wait_for("every record processed", || {
+        recorder.processed.lock().expect("lock").len() == 400
+    })
+    .await;
+    member.stop().await;
+}

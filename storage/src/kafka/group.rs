@@ -18,18 +18,23 @@
 //! one sequence on one thread: a commit is made only for a partition owned at that moment, can
 //! never land after the partition was let go, and never waits on a rebalance that waits on it.
 //! Every ownership change and every commit is logged at target `kinfold::audit`.
+//!
+//! A watchdog on the same thread guards against a generation in which nobody consumes (see
+//! [`Watchdog`]): a member that has owned nothing for two session timeouts while partitions lag
+//! and no committed offset moves leaves and rejoins.
 
 use super::{TIMEOUT, kafka_error, log_record};
 use kinfold_core::ports::{
     GroupEvent, GroupMember, GroupOptions, LogError, LogRecord, RevokeDone, TopicPartition,
 };
+use kinfold_core::stage::GROUP_REJOINS;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -430,6 +435,12 @@ impl KafkaMember {
             pending: Mutex::default(),
             commits: Mutex::new(commit_requests),
         };
+        let session_timeout = Duration::from_millis(
+            config
+                .get("session.timeout.ms")
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(45_000),
+        );
         config
             .set("group.id", &options.group)
             .set("client.id", &client_id)
@@ -446,7 +457,7 @@ impl KafkaMember {
         let batch = options.batch.max(1);
         let poller = std::thread::Builder::new()
             .name(format!("kafka-{}", options.group))
-            .spawn(move || poll(&polled, batch))
+            .spawn(move || poll(&polled, batch, session_timeout))
             .map_err(kafka_error)?;
         Ok(Self {
             shared,
@@ -482,10 +493,150 @@ impl KafkaMember {
     }
 }
 
+/// Watches for a group that settled with this member owning nothing while nobody consumes,
+/// and rejoins.
+///
+/// A broker can form a generation that nobody consumes in: tansu 0.6, the test broker, does
+/// when the leader's session expires between JoinGroup and SyncGroup (a member killed while
+/// joining). The first follower's SyncGroup then completes the generation with an empty
+/// assignment for every member, and the group stays stable, heartbeats succeeding, while its
+/// partitions lag forever. An empty assignment is legitimate (more members than partitions),
+/// and the coordinator cannot be asked who holds what (tansu answers DescribeGroups without
+/// assignments), so the member judges by progress: when it has owned nothing for two session
+/// timeouts, some subscribed partition has records past its committed offset, and no committed
+/// offset moved in all that time, nobody is consuming, and the member leaves and rejoins,
+/// which starts a new generation. A group whose owners are all stuck (say, retrying against
+/// a downstream outage) also looks like this; a rejoin then costs one rebalance per window.
+struct Watchdog {
+    window: Duration,
+    /// Since when this member has owned nothing (or was last checked), and the committed
+    /// offsets then.
+    idle: Option<(Instant, Option<Positions>)>,
+}
+
+/// Committed offsets (-1: none) by topic and partition.
+type Positions = BTreeMap<(String, i32), i64>;
+
+impl Watchdog {
+    fn new(session_timeout: Duration) -> Self {
+        Self {
+            window: session_timeout * 2,
+            idle: None,
+        }
+    }
+
+    fn check(&mut self, consumer: &BaseConsumer<GroupContext>) {
+        let context = consumer.context();
+        if !context.shared.owned().is_empty() {
+            self.idle = None;
+            return;
+        }
+        let now = Instant::now();
+        let before = match &mut self.idle {
+            None => {
+                self.idle = Some((now, committed_positions(consumer).ok()));
+                return;
+            }
+            Some((since, _)) if now.duration_since(*since) < self.window => return,
+            Some((_, before)) => before.take(),
+        };
+        let current = committed_positions(consumer).ok();
+        let verdict = match (&before, &current) {
+            (Some(before), Some(current)) => {
+                nobody_consumes(before, current, |topic, partition| {
+                    consumer
+                        .fetch_watermarks(topic, partition, TIMEOUT)
+                        .map_err(kafka_error)
+                })
+            }
+            _ => Ok(None),
+        };
+        // Look again one window later, whatever the answer.
+        self.idle = Some((now, current));
+        match verdict {
+            Ok(Some(reason)) => {
+                tracing::warn!(
+                    group = %context.shared.group,
+                    member = %context.shared.client_id,
+                    %reason,
+                    "this member owns nothing and nobody consumes; leaving and rejoining the group"
+                );
+                metrics::counter!(GROUP_REJOINS, "group" => context.shared.group.clone())
+                    .increment(1);
+                let topics: Vec<&str> = context.options.topics.iter().map(String::as_str).collect();
+                consumer.unsubscribe();
+                if let Err(error) = consumer.subscribe(&topics) {
+                    context.fail(consumer, format!("cannot rejoin the group: {error}"));
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::debug!(group = %context.shared.group, %error, "cannot judge the group's progress");
+            }
+        }
+    }
+}
+
+/// The group's committed offsets for every partition of the subscribed topics.
+fn committed_positions(consumer: &BaseConsumer<GroupContext>) -> Result<Positions, LogError> {
+    let mut partitions = TopicPartitionList::new();
+    for topic in &consumer.context().options.topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), TIMEOUT)
+            .map_err(kafka_error)?;
+        for topic in metadata.topics() {
+            for partition in topic.partitions() {
+                partitions.add_partition(topic.name(), partition.id());
+            }
+        }
+    }
+    let committed = consumer
+        .committed_offsets(partitions, TIMEOUT)
+        .map_err(kafka_error)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .map(|element| {
+            let offset = match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ => -1,
+            };
+            ((element.topic().to_owned(), element.partition()), offset)
+        })
+        .collect())
+}
+
+/// Why nobody seems to consume, if so: no committed offset moved between `before` and `now`
+/// while some partition has records past its committed offset (`watermarks` gives a
+/// partition's low and high watermarks).
+fn nobody_consumes(
+    before: &Positions,
+    now: &Positions,
+    mut watermarks: impl FnMut(&str, i32) -> Result<(i64, i64), LogError>,
+) -> Result<Option<String>, LogError> {
+    if now.is_empty() || before != now {
+        return Ok(None);
+    }
+    let mut lagging = 0;
+    let mut behind = 0;
+    for ((topic, partition), committed) in now {
+        let (low, high) = watermarks(topic, *partition)?;
+        let position = (*committed).max(low);
+        if position < high {
+            lagging += 1;
+            behind += high - position;
+        }
+    }
+    Ok((lagging > 0)
+        .then(|| format!("{lagging} partition(s) {behind} record(s) behind and no commit moved")))
+}
+
 /// The polling thread: hands records over in batches; rebalances run inside `poll`.
-fn poll(consumer: &BaseConsumer<GroupContext>, batch: usize) {
+fn poll(consumer: &BaseConsumer<GroupContext>, batch: usize, session_timeout: Duration) {
     let context = consumer.context();
+    let mut watchdog = Watchdog::new(session_timeout);
     while !context.shared.closing() {
+        watchdog.check(consumer);
         context.serve_commits(consumer);
         let wait = if context.buffered() > 0 {
             Duration::ZERO
@@ -555,5 +706,66 @@ impl GroupMember for KafkaMember {
             closing.await.map_err(kafka_error)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LogError, Positions, nobody_consumes};
+
+    fn positions(offsets: &[i64]) -> Positions {
+        offsets
+            .iter()
+            .enumerate()
+            .map(|(partition, offset)| (("t".to_owned(), partition as i32), *offset))
+            .collect()
+    }
+
+    fn watermarks(high: &'static [i64]) -> impl FnMut(&str, i32) -> Result<(i64, i64), LogError> {
+        move |_, partition| Ok((0, high[partition as usize]))
+    }
+
+    #[test]
+    fn nobody_consumes_when_lag_stands_still() {
+        // Never committed, records waiting: stuck.
+        let none = positions(&[-1, -1]);
+        let verdict = nobody_consumes(&none, &none, watermarks(&[100, 0])).expect("judged");
+        assert_eq!(
+            verdict.as_deref(),
+            Some("1 partition(s) 100 record(s) behind and no commit moved")
+        );
+        // Committed part of the way, nothing moving.
+        let part = positions(&[40, 7]);
+        assert!(
+            nobody_consumes(&part, &part, watermarks(&[100, 7]))
+                .expect("judged")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn somebody_consumes_when_a_commit_moves_or_nothing_waits() {
+        // A commit moved: another member is at work.
+        assert_eq!(
+            nobody_consumes(
+                &positions(&[40, 7]),
+                &positions(&[41, 7]),
+                watermarks(&[100, 7])
+            )
+            .expect("judged"),
+            None
+        );
+        // Everything consumed: an idle group, nothing to do.
+        let done = positions(&[100, 7]);
+        assert_eq!(
+            nobody_consumes(&done, &done, watermarks(&[100, 7])).expect("judged"),
+            None
+        );
+        // Records expired below the committed offset do not count as lag.
+        let none = positions(&[-1]);
+        assert_eq!(
+            nobody_consumes(&none, &none, |_, _| Ok((50, 50))).expect("judged"),
+            None
+        );
     }
 }
