@@ -15,13 +15,15 @@
 use crate::config::Topics;
 use crate::metrics;
 use bytes::Bytes;
-use kinfold_core::ports::{EventLog, KvError, KvMutation, KvStore, LogError, OutgoingRecord};
+use kinfold_core::ports::{
+    EventLog, KvError, KvMutation, KvStore, LogError, OutgoingRecord, PendingAppend, RecordPosition,
+};
 use kinfold_core::{CanonicalEvent, DeadLetter, EventId};
 use kinfold_schemas::catalog::{CANONICAL_SUBJECT, DLQ_SUBJECT};
 use kinfold_schemas::codec::Codecs;
 use kinfold_schemas::{EncodeError, SchemaRegistry, frame};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -170,6 +172,51 @@ impl IngestWriter {
     }
 }
 
+/// Rounds whose appends may be under way at once.
+const ROUNDS_IN_FLIGHT: usize = 4;
+
+type Written = Result<(Vec<RecordPosition>, Vec<RecordPosition>), WriterError>;
+type WrittenFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Written> + Send>>;
+
+/// A round whose appends are under way.
+struct Round {
+    submissions: Vec<Submission>,
+    sizes: Vec<usize>,
+    replies: Vec<Reply>,
+    plans: Vec<Plan>,
+    started: Instant,
+    /// The canonical and dead-letter positions, once both appends are durable.
+    written: WrittenFuture,
+}
+
+/// The rounds under way, oldest first; they are finished (indexed, answered) in that order.
+#[derive(Default)]
+struct Pipeline {
+    rounds: VecDeque<Round>,
+    /// The ids the rounds under way append: a later round counts them as already there.
+    in_flight_ids: HashSet<(u8, [u8; 16])>,
+    /// Set when a round failed after it may have appended: the index may then miss records
+    /// that are durable, so it catches up from the logs before the next round is planned.
+    index_may_lag: bool,
+}
+
+impl Pipeline {
+    /// Waits for the oldest round's appends (cancel-safe: the round keeps its future).
+    async fn front(&mut self) -> Written {
+        match self.rounds.front_mut() {
+            Some(round) => (&mut round.written).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+fn fail(replies: Vec<Reply>, error: &WriterError) {
+    let message = error.to_string();
+    for reply in replies {
+        let _ = reply.send(Err(WriterError::Log(LogError::Storage(message.clone()))));
+    }
+}
+
 /// The fate of one submission while a round is being written.
 enum Plan {
     Append { tag: u8, id: [u8; 16], index: usize },
@@ -186,48 +233,155 @@ impl WriterTask {
     }
 
     async fn run(self, mut receiver: mpsc::Receiver<(Vec<Submission>, Reply)>) {
-        // Set when a round failed after it may have appended: the index may then miss records
-        // that are durable, so it catches up from the logs before the next round is checked.
-        let mut index_may_lag = false;
-        while let Some(first) = receiver.recv().await {
-            let mut round = vec![first];
-            let mut items = round[0].0.len();
-            while items < MAX_ITEMS_PER_ROUND {
-                match receiver.try_recv() {
-                    Ok(request) => {
-                        items += request.0.len();
-                        round.push(request);
+        let mut pipeline = Pipeline::default();
+        loop {
+            let room = pipeline.rounds.len() < ROUNDS_IN_FLIGHT;
+            tokio::select! {
+                biased;
+                written = pipeline.front(), if !pipeline.rounds.is_empty() => {
+                    self.finish_front(&mut pipeline, written).await;
+                }
+                first = receiver.recv(), if room => {
+                    let Some(first) = first else { break };
+                    let mut requests = vec![first];
+                    let mut items = requests[0].0.len();
+                    while items < MAX_ITEMS_PER_ROUND {
+                        match receiver.try_recv() {
+                            Ok(request) => {
+                                items += request.0.len();
+                                requests.push(request);
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    Err(_) => break,
+                    self.start_round(&mut pipeline, requests).await;
                 }
             }
-            let (batches, replies): (Vec<_>, Vec<_>) = round.into_iter().unzip();
-            let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
-            let flat: Vec<Submission> = batches.into_iter().flatten().collect();
-            let mut result = Ok(Vec::new());
-            if index_may_lag {
-                result = self.catch_up_all().await.map(|()| Vec::new());
-                index_may_lag = result.is_err();
+        }
+        // The submitters are gone; still finish what is under way.
+        while !pipeline.rounds.is_empty() {
+            let written = pipeline.front().await;
+            self.finish_front(&mut pipeline, written).await;
+        }
+    }
+
+    /// Plans a round against the index and the rounds in flight, and starts its appends.
+    async fn start_round(&self, pipeline: &mut Pipeline, requests: Vec<(Vec<Submission>, Reply)>) {
+        let (batches, replies): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let submissions: Vec<Submission> = batches.into_iter().flatten().collect();
+        if pipeline.index_may_lag {
+            // Nothing is in flight after a failure (see `fail_all`): the logs hold everything
+            // that will ever land from the failed rounds.
+            if let Err(error) = self.catch_up_all().await {
+                fail(replies, &error);
+                return;
             }
-            if result.is_ok() {
-                result = self.write_round(&flat).await;
-                index_may_lag = result.is_err();
+            pipeline.index_may_lag = false;
+        }
+        let started = Instant::now();
+        let planned = match self.plan(&submissions, &pipeline.in_flight_ids).await {
+            Ok(planned) => planned,
+            Err(error) => {
+                fail(replies, &error);
+                return;
             }
-            match result {
-                Ok(outcomes) => {
-                    let mut outcomes = outcomes.into_iter();
-                    for (reply, size) in replies.into_iter().zip(sizes) {
-                        let _ = reply.send(Ok(outcomes.by_ref().take(size).collect()));
+        };
+        let (plans, canonical_records, dead_letter_records) = planned;
+        // Started one after the other, after every earlier round's: within each partition this
+        // round's records land after theirs, which `finish_front` relies on.
+        let canonical = self
+            .start_append(&self.topics.canonical, canonical_records)
+            .await;
+        let dead_letters = match &canonical {
+            Ok(_) => Some(
+                self.start_append(&self.topics.dlq, dead_letter_records)
+                    .await,
+            ),
+            Err(_) => None,
+        };
+        match (canonical, dead_letters) {
+            (Ok(canonical), Some(Ok(dead_letters))) => {
+                for plan in &plans {
+                    if let Plan::Append { tag, id, .. } = plan {
+                        pipeline.in_flight_ids.insert((*tag, *id));
                     }
                 }
-                Err(error) => {
-                    tracing::error!(error = %error, "ingest round failed; nothing of it is acknowledged");
-                    let message = error.to_string();
-                    for reply in replies {
-                        let _ =
-                            reply.send(Err(WriterError::Log(LogError::Storage(message.clone()))));
-                    }
+                let written: WrittenFuture = Box::pin(async move {
+                    // Both run to completion even when one fails, so nothing of the round is
+                    // still in flight once it is reported.
+                    let (canonical, dead_letters) = tokio::join!(canonical, dead_letters);
+                    Ok((canonical?, dead_letters?))
+                });
+                pipeline.rounds.push_back(Round {
+                    submissions,
+                    sizes,
+                    replies,
+                    plans,
+                    started,
+                    written,
+                });
+            }
+            (canonical, dead_letters) => {
+                let error = match (canonical, dead_letters) {
+                    (Err(error), _) | (_, Some(Err(error))) => error,
+                    _ => LogError::Storage("append could not start".into()),
+                };
+                // The earlier rounds stand on their own; this one may have queued records, so
+                // it is reported only once everything under way has landed.
+                while !pipeline.rounds.is_empty() {
+                    let written = pipeline.front().await;
+                    self.finish_front(pipeline, written).await;
                 }
+                let error = WriterError::Log(error);
+                tracing::error!(%error, "ingest round failed; nothing of it is acknowledged");
+                fail(replies, &error);
+                pipeline.index_may_lag = true;
+            }
+        }
+    }
+
+    /// Completes the oldest round once its appends are durable: indexes it, answers.
+    async fn finish_front(
+        &self,
+        pipeline: &mut Pipeline,
+        written: Result<(Vec<RecordPosition>, Vec<RecordPosition>), WriterError>,
+    ) {
+        let Some(round) = pipeline.rounds.pop_front() else {
+            return;
+        };
+        for plan in &round.plans {
+            if let Plan::Append { tag, id, .. } = plan {
+                pipeline.in_flight_ids.remove(&(*tag, *id));
+            }
+        }
+        let result = match written {
+            Ok((canonical, dead_letters)) => {
+                metrics::append_latency("ingest", round.started.elapsed().as_secs_f64());
+                self.index_round(&round.submissions, &round.plans, &canonical, &dead_letters)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for (reply, size) in round.replies.into_iter().zip(round.sizes) {
+                    let _ = reply.send(Ok(outcomes.by_ref().take(size).collect()));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "ingest round failed; nothing of it is acknowledged");
+                fail(round.replies, &error);
+                // The later rounds were planned on this one's success (its ids count as
+                // appended for them); they fail too, once their appends have landed, and the
+                // index then catches up from the logs before anything else is planned.
+                while let Some(later) = pipeline.rounds.pop_front() {
+                    let _ = later.written.await;
+                    fail(later.replies, &error);
+                }
+                pipeline.in_flight_ids.clear();
+                pipeline.index_may_lag = true;
             }
         }
     }
@@ -245,15 +399,18 @@ impl WriterTask {
             .is_some())
     }
 
-    async fn write_round(
+    /// Decides each submission's fate (append, or duplicate of one indexed, in flight or
+    /// earlier in the round) and encodes what is to be appended.
+    async fn plan(
         &self,
         submissions: &[Submission],
-    ) -> Result<Vec<IngestOutcome>, WriterError> {
+        in_flight: &HashSet<(u8, [u8; 16])>,
+    ) -> Result<(Vec<Plan>, Vec<OutgoingRecord>, Vec<OutgoingRecord>), WriterError> {
         let mut plans = Vec::with_capacity(submissions.len());
-        let mut first_in_round: HashMap<(u8, [u8; 16]), usize> = HashMap::new();
+        let mut in_round: HashSet<(u8, [u8; 16])> = HashSet::new();
         let mut canonical_records = Vec::new();
         let mut dead_letter_records = Vec::new();
-        for (position, submission) in submissions.iter().enumerate() {
+        for submission in submissions {
             let (tag, id_text) = match &submission.item {
                 Ok(event) => (CANONICAL_TAG, event.event_id.to_string()),
                 Err(letter) => (DEAD_LETTER_TAG, letter.dead_letter_id.clone()),
@@ -261,15 +418,14 @@ impl WriterTask {
             let Some(id) = id_bytes(&id_text) else {
                 return Err(WriterError::CorruptIndex);
             };
-            if first_in_round.contains_key(&(tag, id)) {
+            if in_round.contains(&(tag, id))
+                || in_flight.contains(&(tag, id))
+                || self.seen(tag, &id).await?
+            {
                 plans.push(Plan::Duplicate);
                 continue;
             }
-            if self.seen(tag, &id).await? {
-                plans.push(Plan::Duplicate);
-                continue;
-            }
-            first_in_round.insert((tag, id), position);
+            in_round.insert((tag, id));
             let record = self.encode(submission)?;
             let index = if tag == CANONICAL_TAG {
                 canonical_records.push(record);
@@ -280,22 +436,22 @@ impl WriterTask {
             };
             plans.push(Plan::Append { tag, id, index });
         }
+        Ok((plans, canonical_records, dead_letter_records))
+    }
 
-        let started = Instant::now();
-        // Both appends run to completion even when one fails, so no append is left in flight
-        // behind an error; the caller then re-indexes from the logs (see `run`).
-        let (canonical_positions, dead_letter_positions) = tokio::join!(
-            self.append(&self.topics.canonical, canonical_records),
-            self.append(&self.topics.dlq, dead_letter_records),
-        );
-        let (canonical_positions, dead_letter_positions) =
-            (canonical_positions?, dead_letter_positions?);
-        metrics::append_latency("ingest", started.elapsed().as_secs_f64());
-
+    /// Indexes a round whose appends are durable, moves the index positions past it, and
+    /// returns each submission's outcome.
+    async fn index_round(
+        &self,
+        submissions: &[Submission],
+        plans: &[Plan],
+        canonical_positions: &[RecordPosition],
+        dead_letter_positions: &[RecordPosition],
+    ) -> Result<Vec<IngestOutcome>, WriterError> {
         // Index what was appended, then move the index positions past it.
         let mut entries: BTreeMap<[u8; 2], Vec<KvMutation>> = BTreeMap::new();
         let mut ends: BTreeMap<(u8, u32), u64> = BTreeMap::new();
-        for plan in &plans {
+        for plan in plans {
             if let Plan::Append { tag, id, index } = plan {
                 let position = if *tag == CANONICAL_TAG {
                     canonical_positions[*index]
@@ -332,7 +488,7 @@ impl WriterTask {
         }
 
         let mut outcomes: Vec<IngestOutcome> = Vec::with_capacity(plans.len());
-        for (submission, plan) in submissions.iter().zip(&plans) {
+        for (submission, plan) in submissions.iter().zip(plans) {
             let outcome = match (&submission.item, plan) {
                 (Ok(event), Plan::Append { index, .. }) => {
                     metrics::accepted(submission.source);
@@ -392,15 +548,15 @@ impl WriterTask {
         })
     }
 
-    async fn append(
+    async fn start_append(
         &self,
         topic: &str,
         records: Vec<OutgoingRecord>,
-    ) -> Result<Vec<kinfold_core::ports::RecordPosition>, LogError> {
+    ) -> Result<PendingAppend, LogError> {
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Box::pin(std::future::ready(Ok(Vec::new()))));
         }
-        self.log.append(topic, records).await
+        self.log.start_append(topic, records).await
     }
 
     /// Indexes whatever the log holds beyond the index's stored positions.

@@ -4,13 +4,15 @@
 
 use kinfold_core::event::EventBody;
 use kinfold_core::ports::{
-    EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicSpec,
+    EventLog, LogError, LogRecord, OutgoingRecord, PendingAppend, RecordPosition, TopicSpec,
 };
 use kinfold_ingest::model::decode_json_event;
 use kinfold_ingest::{IngestOutcome, IngestWriter, Intake, Origin};
 use kinfold_storage::EmbeddedDatabase;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use common::{sale_json as sale, total_records, wire};
 
@@ -41,6 +43,87 @@ impl EventLog for FailingLog {
             return Err(LogError::Storage("injected failure".into()));
         }
         self.inner.append(topic, records).await
+    }
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        self.inner.read(topic, partition, from, max).await
+    }
+    async fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
+        self.inner.watermarks(topic, partition).await
+    }
+    async fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next: u64,
+    ) -> Result<(), LogError> {
+        self.inner.commit(group, topic, partition, next).await
+    }
+    async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
+        self.inner.committed(group, topic, partition).await
+    }
+}
+
+/// The embedded log behind appends that complete out of order: each append is made (durable,
+/// in order) when it starts, but its future reports only after a delay that shrinks from one
+/// append to the next, so later rounds finish before earlier ones; the appends numbered in
+/// `fail` report an error although their records landed (a lost acknowledgement).
+#[derive(Debug)]
+struct LaggingLog {
+    inner: Arc<dyn EventLog>,
+    fail: Vec<usize>,
+    started: AtomicUsize,
+    pending: Arc<AtomicUsize>,
+    most_pending: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl EventLog for LaggingLog {
+    async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<TopicSpec, LogError> {
+        self.inner.ensure_topic(topic, partitions).await
+    }
+    async fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        self.inner.partitions(topic).await
+    }
+    async fn append(
+        &self,
+        topic: &str,
+        records: Vec<OutgoingRecord>,
+    ) -> Result<Vec<RecordPosition>, LogError> {
+        self.start_append(topic, records).await?.await
+    }
+    async fn start_append(
+        &self,
+        topic: &str,
+        records: Vec<OutgoingRecord>,
+    ) -> Result<PendingAppend, LogError> {
+        let number = self.started.fetch_add(1, Ordering::SeqCst);
+        let positions = self.inner.append(topic, records).await?;
+        let now = self.pending.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_pending.fetch_max(now, Ordering::SeqCst);
+        let pending = self.pending.clone();
+        let delay = Duration::from_millis(5 * (6 - (number % 6)) as u64);
+        let fails = self.fail.contains(&number);
+        Ok(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            pending.fetch_sub(1, Ordering::SeqCst);
+            if fails {
+                Err(LogError::Storage("acknowledgement lost".into()))
+            } else {
+                Ok(positions)
+            }
+        }))
     }
     async fn read(
         &self,
@@ -185,4 +268,105 @@ async fn a_round_that_fails_half_way_is_not_appended_twice_on_retry() {
         "not appended twice"
     );
     assert_eq!(total_records(failing.as_ref(), "events.dlq").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_in_flight_together_append_each_event_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = EmbeddedDatabase::open(dir.path()).expect("opens");
+    let lagging = Arc::new(LaggingLog {
+        inner: Arc::new(database.log()),
+        fail: vec![5, 17],
+        started: AtomicUsize::new(0),
+        pending: Arc::default(),
+        most_pending: Arc::default(),
+    });
+    let (intake, writer) = setup(&database, lagging.clone()).await;
+    let intake = Arc::new(intake);
+    // Sixteen submitters, ten batches each of twenty sales drawn from 300 serials, so the same
+    // sale turns up in rounds that are in flight together. A batch that fails is resubmitted.
+    let mut submitters = tokio::task::JoinSet::new();
+    for submitter in 0..16u32 {
+        let (intake, writer) = (intake.clone(), writer.clone());
+        submitters.spawn(async move {
+            let origin = Origin::channel("test");
+            let mut state = u64::from(submitter) + 1;
+            let mut results = Vec::new();
+            for _ in 0..10 {
+                let serials: Vec<u32> = (0..20)
+                    .map(|_| {
+                        state = state
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1_442_695_040_888_963_407);
+                        ((state >> 33) % 300) as u32
+                    })
+                    .collect();
+                let mut attempts = 0;
+                let outcomes = loop {
+                    let batch = serials
+                        .iter()
+                        .map(|serial| intake.json(&sale(*serial), &origin))
+                        .collect();
+                    match writer.submit(batch).await {
+                        Ok(outcomes) => break outcomes,
+                        Err(_) if attempts < 5 => attempts += 1,
+                        Err(error) => panic!("still failing: {error}"),
+                    }
+                };
+                results.extend(serials.into_iter().zip(outcomes));
+            }
+            results
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(results) = submitters.join_next().await {
+        outcomes.extend(results.expect("submitter"));
+    }
+
+    // The oracle: every distinct sale is in the canonical log exactly once; each is accepted
+    // at most once (a sale whose first append lost its acknowledgement is only ever reported
+    // as a duplicate afterwards), and every outcome of one sale names the same event.
+    let mut accepted: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut event_ids: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    for (serial, outcome) in &outcomes {
+        let id = match outcome {
+            IngestOutcome::Accepted { event_id, .. } => {
+                *accepted.entry(*serial).or_default() += 1;
+                event_id
+            }
+            IngestOutcome::Duplicate { event_id } => event_id,
+            other => panic!("sale {serial}: {other:?}"),
+        };
+        event_ids.entry(*serial).or_default().insert(id.clone());
+    }
+    let distinct: BTreeSet<u32> = outcomes.iter().map(|(serial, _)| *serial).collect();
+    assert!(accepted.values().all(|count| *count == 1), "{accepted:?}");
+    assert!(event_ids.values().all(|ids| ids.len() == 1));
+    let mut keys = Vec::new();
+    for partition in 0..lagging
+        .partitions("events.canonical")
+        .await
+        .expect("partitions")
+    {
+        for record in lagging
+            .read("events.canonical", partition, 0, 10_000)
+            .await
+            .expect("read")
+        {
+            keys.push(String::from_utf8(record.key.expect("key").to_vec()).expect("utf-8"));
+        }
+    }
+    let unique: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(keys.len(), distinct.len(), "each sale appended once");
+    assert_eq!(unique.len(), distinct.len());
+    let expected: BTreeSet<&String> = event_ids.values().flatten().collect();
+    assert_eq!(unique, expected);
+    assert!(
+        lagging.started.load(Ordering::SeqCst) > 17,
+        "the failing appends happened"
+    );
+    assert!(
+        lagging.most_pending.load(Ordering::SeqCst) > 1,
+        "rounds were in flight together"
+    );
 }

@@ -22,13 +22,14 @@ fn record(key: &str, value: &str) -> OutgoingRecord {
 }
 
 /// The names of every check, for backends that list them.
-pub const CHECKS: [&str; 6] = [
+pub const CHECKS: [&str; 7] = [
     "topics_are_created_explicitly",
     "appends_read_back_in_order",
     "keys_pick_partitions_like_kafka",
     "reads_stop_at_the_end",
     "group_positions_are_kept_per_group",
     "concurrent_appends_stay_dense",
+    "started_appends_land_in_the_order_started",
 ];
 
 /// Runs the check called `name`.
@@ -42,6 +43,9 @@ pub async fn run(name: &str, log: Arc<dyn EventLog>, prefix: &str) {
             group_positions_are_kept_per_group(log, prefix).await
         }
         "concurrent_appends_stay_dense" => concurrent_appends_stay_dense(log, prefix).await,
+        "started_appends_land_in_the_order_started" => {
+            started_appends_land_in_the_order_started(log, prefix).await
+        }
         other => panic!("no conformance check named {other}"),
     }
 }
@@ -256,6 +260,52 @@ pub async fn concurrent_appends_stay_dense(log: Arc<dyn EventLog>, prefix: &str)
         total += records.len();
     }
     assert_eq!(total, 8 * 25 * 4);
+}
+
+/// Appends started one after the other and awaited together (in reverse) land in the order
+/// they were started in every partition, each at the positions its future reports.
+pub async fn started_appends_land_in_the_order_started(log: Arc<dyn EventLog>, prefix: &str) {
+    let topic = format!("{prefix}.started");
+    log.ensure_topic(&topic, 2).await.expect("topic");
+    let mut pending = Vec::new();
+    for append in 0..20 {
+        let records = (0..50)
+            .map(|i| record(&format!("k{}", i % 7), &format!("{append}-{i}")))
+            .collect();
+        pending.push(log.start_append(&topic, records).await.expect("started"));
+    }
+    let mut reported = Vec::new();
+    while let Some(append) = pending.pop() {
+        reported.push(append.await.expect("durable"));
+    }
+    reported.reverse();
+    let mut stored: HashMap<(u32, u64), String> = HashMap::new();
+    for partition in 0..2 {
+        let records = log.read(&topic, partition, 0, 10_000).await.expect("read");
+        let mut last: Option<(u64, u64)> = None;
+        for record in &records {
+            let value = String::from_utf8(record.value.to_vec()).expect("utf8");
+            let (append, i) = value.split_once('-').expect("append-index");
+            let order = (append.parse().expect("number"), i.parse().expect("number"));
+            assert!(
+                last.is_none_or(|last| order > last),
+                "{value} after {last:?} in partition {partition}"
+            );
+            last = Some(order);
+            stored.insert((partition, record.offset), value);
+        }
+    }
+    assert_eq!(stored.len(), 20 * 50);
+    for (append, positions) in reported.iter().enumerate() {
+        assert_eq!(positions.len(), 50);
+        for (i, position) in positions.iter().enumerate() {
+            assert_eq!(
+                stored.get(&(position.partition, position.offset)),
+                Some(&format!("{append}-{i}")),
+                "append {append} record {i} is where its future said"
+            );
+        }
+    }
 }
 
 /// The names of every key-value check.

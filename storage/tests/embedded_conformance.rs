@@ -35,6 +35,7 @@ conformance_tests!(
     reads_stop_at_the_end,
     group_positions_are_kept_per_group,
     concurrent_appends_stay_dense,
+    started_appends_land_in_the_order_started,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,6 +161,11 @@ pub fn is_valid_topic_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// An append under way: resolves to the records' positions once they are durable.
+pub type PendingAppend = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<RecordPosition>, LogError>> + Send>,
+>;
+
 /// The event log: partitioned, append-only topics with consumer-group positions.
 #[async_trait::async_trait]
 pub trait EventLog: Send + Sync + fmt::Debug {
@@ -183,6 +188,21 @@ pub trait EventLog: Send + Sync + fmt::Debug {
         topic: &str,
         records: Vec<OutgoingRecord>,
     ) -> Result<Vec<RecordPosition>, LogError>;
+
+    /// Starts appending `records` to `topic`: returns once they are queued behind every append
+    /// started before on this log, with a future that resolves as `append` would. Appends
+    /// started one after the other land in that order in each partition, so a writer can keep
+    /// several in flight and still know that an earlier one's records precede a later one's.
+    /// Dropping the future does not withdraw the records. By default the whole append is made
+    /// before this returns.
+    async fn start_append(
+        &self,
+        topic: &str,
+        records: Vec<OutgoingRecord>,
+    ) -> Result<PendingAppend, LogError> {
+        let positions = self.append(topic, records).await?;
+        Ok(Box::pin(std::future::ready(Ok(positions))))
+    }
 
     /// Up to `max_records` records of `topic`/`partition` from `from_offset` on, in offset order.
     /// An empty answer means nothing is there yet.

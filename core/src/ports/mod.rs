@@ -10,5 +10,6 @@ pub use group::{
 };
 pub use kv::{KvError, KvMutation, KvRow, KvStore};
 pub use log::{
-    EventLog, LogError, LogRecord, OutgoingRecord, RecordPosition, TopicPartition, TopicSpec,
+    EventLog, LogError, LogRecord, OutgoingRecord, PendingAppend, RecordPosition, TopicPartition,
+    TopicSpec,
 };

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use kinfold_core::partitioner::partition_for_key;
 use kinfold_core::ports::log::{check_offset, check_partition, is_valid_topic_name};
 use kinfold_core::ports::{
-    EventLog, GroupMember, GroupOptions, LogError, LogRecord, OutgoingRecord, RecordPosition,
-    TopicSpec,
+    EventLog, GroupMember, GroupOptions, LogError, LogRecord, OutgoingRecord, PendingAppend,
+    RecordPosition, TopicSpec,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -77,6 +77,8 @@ pub struct KafkaLog {
     reader: Arc<Mutex<BaseConsumer>>,
     group_clients: Arc<Mutex<HashMap<String, Arc<BaseConsumer>>>>,
     partition_counts: Arc<Mutex<HashMap<String, u32>>>,
+    /// Held while an append queues its records (see `start_append`).
+    queueing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for KafkaLog {
@@ -148,6 +150,7 @@ impl KafkaLog {
             reader: Arc::new(Mutex::new(reader)),
             group_clients: Arc::default(),
             partition_counts: Arc::default(),
+            queueing: Arc::default(),
         })
     }
 
@@ -280,7 +283,18 @@ impl EventLog for KafkaLog {
         topic: &str,
         records: Vec<OutgoingRecord>,
     ) -> Result<Vec<RecordPosition>, LogError> {
+        self.start_append(topic, records).await?.await
+    }
+
+    async fn start_append(
+        &self,
+        topic: &str,
+        records: Vec<OutgoingRecord>,
+    ) -> Result<PendingAppend, LogError> {
         let partitions = self.topic_partitions(topic).await?;
+        // One append queues at a time, so appends started one after the other keep their
+        // order in each partition even when the local queue is full and one has to wait.
+        let _queueing = self.queueing.lock().await;
         let mut deliveries = Vec::with_capacity(records.len());
         for record in &records {
             let partition = match record.partition {
@@ -324,18 +338,20 @@ impl EventLog for KafkaLog {
                 }
             }
         }
-        let mut positions = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            let delivered = delivery
-                .await
-                .map_err(|_| LogError::Closed)?
-                .map_err(|(error, _)| kafka_error(error))?;
-            positions.push(RecordPosition {
-                partition: delivered.partition as u32,
-                offset: delivered.offset as u64,
-            });
-        }
-        Ok(positions)
+        Ok(Box::pin(async move {
+            let mut positions = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                let delivered = delivery
+                    .await
+                    .map_err(|_| LogError::Closed)?
+                    .map_err(|(error, _)| kafka_error(error))?;
+                positions.push(RecordPosition {
+                    partition: delivered.partition as u32,
+                    offset: delivered.offset as u64,
+                });
+            }
+            Ok(positions)
+        }))
     }
 
     async fn read(
