@@ -631,10 +631,42 @@ fn nobody_consumes(
         .then(|| format!("{lagging} partition(s) {behind} record(s) behind and no commit moved")))
 }
 
+/// Consumer errors (a broker down, a connection refused) come back on every poll while they
+/// last; they are logged at most once per `ERROR_LOG_EVERY`, with how many were left out.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    left_out: u64,
+}
+
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl ErrorLog {
+    fn report(&mut self, group: &str, error: &rdkafka::error::KafkaError) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < ERROR_LOG_EVERY)
+        {
+            self.left_out += 1;
+            return;
+        }
+        tracing::warn!(
+            group,
+            %error,
+            errors_left_out = self.left_out,
+            "kafka consumer error (at most one logged per {ERROR_LOG_EVERY:?})"
+        );
+        self.last = Some(now);
+        self.left_out = 0;
+    }
+}
+
 /// The polling thread: hands records over in batches; rebalances run inside `poll`.
 fn poll(consumer: &BaseConsumer<GroupContext>, batch: usize, session_timeout: Duration) {
     let context = consumer.context();
     let mut watchdog = Watchdog::new(session_timeout);
+    let mut errors = ErrorLog::default();
     while !context.shared.closing() {
         watchdog.check(consumer);
         context.serve_commits(consumer);
@@ -650,9 +682,7 @@ fn poll(consumer: &BaseConsumer<GroupContext>, batch: usize, session_timeout: Du
                     context.flush(consumer);
                 }
             }
-            Some(Err(error)) => {
-                tracing::warn!(group = %context.shared.group, %error, "kafka consumer error");
-            }
+            Some(Err(error)) => errors.report(&context.shared.group, &error),
             None => context.flush(consumer),
         }
     }

@@ -89,7 +89,65 @@ impl std::fmt::Debug for KafkaLog {
     }
 }
 
-fn base_config(bootstrap: &str, properties: &[(String, String)]) -> ClientConfig {
+/// Which kind of librdkafka client a configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Producer,
+    Consumer,
+    /// The admin client, which takes neither consumer nor producer properties.
+    Admin,
+}
+
+/// The client kind a librdkafka property is only for (librdkafka's CONFIGURATION.md marks
+/// these `C` or `P`); `None` for the properties every client takes. A URL's properties then
+/// go only to the clients they are for, instead of each client warning that it ignores the
+/// others' (`CONFWARN`).
+fn only_for(key: &str) -> Option<Client> {
+    const CONSUMER: &[&str] = &[
+        "partition.assignment.strategy",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "coordinator.query.interval.ms",
+        "max.poll.interval.ms",
+        "enable.auto.commit",
+        "auto.commit.interval.ms",
+        "enable.auto.offset.store",
+        "max.partition.fetch.bytes",
+        "offset.store.method",
+        "isolation.level",
+        "enable.partition.eof",
+        "check.crcs",
+        "auto.offset.reset",
+        "consume.callback.max.messages",
+    ];
+    const PRODUCER: &[&str] = &[
+        "enable.idempotence",
+        "enable.gapless.guarantee",
+        "linger.ms",
+        "message.send.max.retries",
+        "retries",
+        "sticky.partitioning.linger.ms",
+        "request.required.acks",
+        "acks",
+        "request.timeout.ms",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+        "partitioner",
+        "delivery.report.only.error",
+    ];
+    const CONSUMER_PREFIXES: &[&str] = &["group.", "fetch.", "queued."];
+    const PRODUCER_PREFIXES: &[&str] =
+        &["queue.buffering.", "transaction", "compression.", "batch."];
+    if CONSUMER.contains(&key) || CONSUMER_PREFIXES.iter().any(|p| key.starts_with(p)) {
+        Some(Client::Consumer)
+    } else if PRODUCER.contains(&key) || PRODUCER_PREFIXES.iter().any(|p| key.starts_with(p)) {
+        Some(Client::Producer)
+    } else {
+        None
+    }
+}
+
+fn base_config(bootstrap: &str, properties: &[(String, String)], client: Client) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
@@ -97,7 +155,9 @@ fn base_config(bootstrap: &str, properties: &[(String, String)]) -> ClientConfig
         .set("topic.metadata.refresh.interval.ms", "5000")
         .set("log_level", "4");
     for (key, value) in properties {
-        config.set(key, value);
+        if only_for(key).is_none_or(|only| only == client) {
+            config.set(key, value);
+        }
     }
     config
 }
@@ -107,7 +167,7 @@ fn consumer(
     properties: &[(String, String)],
     group: &str,
 ) -> Result<BaseConsumer, LogError> {
-    base_config(bootstrap, properties)
+    base_config(bootstrap, properties, Client::Consumer)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -131,16 +191,17 @@ impl KafkaLog {
             };
             properties.push((key.to_owned(), value.to_owned()));
         }
-        let producer: FutureProducer = base_config(bootstrap, &properties)
+        let producer: FutureProducer = base_config(bootstrap, &properties, Client::Producer)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000")
             .create()
             .map_err(kafka_error)?;
-        let admin: AdminClient<DefaultClientContext> = base_config(bootstrap, &properties)
-            .create()
-            .map_err(kafka_error)?;
+        let admin: AdminClient<DefaultClientContext> =
+            base_config(bootstrap, &properties, Client::Admin)
+                .create()
+                .map_err(kafka_error)?;
         let reader = consumer(bootstrap, &properties, "kinfold-log-reader")?;
         Ok(Self {
             bootstrap: bootstrap.to_owned(),
@@ -458,7 +519,7 @@ impl EventLog for KafkaLog {
             self.topic_partitions(topic).await?;
         }
         let member = KafkaMember::join(
-            base_config(&self.bootstrap, &self.properties),
+            base_config(&self.bootstrap, &self.properties, Client::Consumer),
             options.clone(),
         )?;
         Ok(Some(Box::new(member)))
@@ -490,5 +551,39 @@ impl EventLog for KafkaLog {
         })
         .await
         .map_err(kafka_error)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Client, only_for};
+
+    #[test]
+    fn url_properties_go_to_the_clients_they_are_for() {
+        for key in [
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+            "group.instance.id",
+            "fetch.min.bytes",
+            "partition.assignment.strategy",
+        ] {
+            assert_eq!(only_for(key), Some(Client::Consumer), "{key}");
+        }
+        for key in [
+            "linger.ms",
+            "compression.type",
+            "queue.buffering.max.messages",
+            "batch.size",
+        ] {
+            assert_eq!(only_for(key), Some(Client::Producer), "{key}");
+        }
+        for key in [
+            "debug",
+            "security.protocol",
+            "sasl.mechanisms",
+            "client.rack",
+        ] {
+            assert_eq!(only_for(key), None, "{key}");
+        }
     }
 }
