@@ -92,10 +92,9 @@ async fn an_unreachable_registry_delays_records_and_dead_letters_none() {
     let catalog = Catalog::embedded();
     let current = catalog.subject(subject).expect("pos subject").current();
     let mut evolved: serde_json::Value = serde_json::from_str(current).expect("schema json");
-    evolved["fields"]
-        .as_array_mut()
-        .expect("fields")
-        .push(serde_json::json!({"name": "till_note", "type": ["null", "string"], "default": null}));
+    evolved["fields"].as_array_mut().expect("fields").push(
+        serde_json::json!({"name": "till_note", "type": ["null", "string"], "default": null}),
+    );
     let answer: serde_json::Value = reqwest::Client::new()
         .post(format!(
             "{}/registry/subjects/{subject}/versions",
