@@ -1,5 +1,6 @@
 //! Model-based test of the identity graph: long random sequences of events (random identifier
-//! sets from a small pool, junk and blocked values among them) and merges by hand, run against
+//! sets from a small pool, junk and blocked values among them), merges by hand, erasures and
+//! review decisions (approve or reject a refused merge or link), run against
 //! the graph and against a deliberately simple oracle written here from the rules as stated in
 //! the graph's documentation (lists and linear scans, no indexes). After every operation both
 //! must hold the same customers (compared as sets of identifier sets, so the oracle owes
@@ -95,11 +96,20 @@ struct OracleCustomer {
     identifiers: Vec<Identifier>,
 }
 
+/// A refused merge (of `other` into `customer`) or link (of `identifier`), customers named by
+/// when they were created.
+#[derive(Debug, Clone)]
+struct OracleReview {
+    customer: u64,
+    other: Option<u64>,
+    identifier: Option<Identifier>,
+}
+
 #[derive(Debug, Default)]
 struct Oracle {
     customers: Vec<OracleCustomer>,
     created: u64,
-    refusals: usize,
+    review: Vec<OracleReview>,
 }
 
 impl Oracle {
@@ -155,7 +165,11 @@ impl Oracle {
                     self.customers[s].identifiers = union;
                     self.customers.remove(o);
                 } else {
-                    self.refusals += 1;
+                    self.review.push(OracleReview {
+                        customer: survivor,
+                        other: Some(other),
+                        identifier: None,
+                    });
                 }
             }
             survivor
@@ -185,11 +199,15 @@ impl Oracle {
             }
             let target = by_created(self, target_created);
             let mut with = self.customers[target].identifiers.clone();
-            with.push(identifier);
+            with.push(identifier.clone());
             if within_limits(&with) {
                 self.customers[target].identifiers = with;
             } else {
-                self.refusals += 1;
+                self.review.push(OracleReview {
+                    customer: target_created,
+                    other: None,
+                    identifier: Some(identifier),
+                });
             }
         }
         let target = by_created(self, target_created);
@@ -210,6 +228,48 @@ impl Oracle {
         self.customers[s].identifiers = union;
         self.customers.remove(a);
         Some(true)
+    }
+
+    /// Erases the holder of `identifier`; false when nobody holds it.
+    fn erase(&mut self, identifier: &Identifier) -> bool {
+        let Some(index) = self.holder(identifier) else {
+            return false;
+        };
+        let gone = self.customers.remove(index).created;
+        self.review
+            .retain(|item| item.customer != gone && item.other != Some(gone));
+        true
+    }
+
+    /// Decides the `index`-th pending review item.
+    fn decide(&mut self, index: usize, approve: bool) {
+        let item = self.review.remove(index);
+        let alive = |oracle: &Oracle, created: u64| {
+            oracle
+                .customers
+                .iter()
+                .position(|customer| customer.created == created)
+        };
+        if !approve {
+            return;
+        }
+        let Some(target) = alive(self, item.customer) else {
+            return;
+        };
+        if let Some(other) = item.other
+            && other != item.customer
+            && let Some(absorbed) = alive(self, other)
+        {
+            let moved = self.customers[absorbed].identifiers.clone();
+            self.customers[target].identifiers.extend(moved);
+            self.customers.remove(absorbed);
+        }
+        if let Some(identifier) = item.identifier
+            && self.holder(&identifier).is_none()
+        {
+            let target = alive(self, item.customer).expect("still there");
+            self.customers[target].identifiers.push(identifier);
+        }
     }
 
     fn snapshot(&self) -> BTreeSet<BTreeSet<Identifier>> {
@@ -280,13 +340,34 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
     let mut resolved = 0;
     let mut automatic_merges = 0;
     let mut refusals = 0;
+    let mut erased = 0;
+    let mut decided = 0;
     for seed in 0..250u64 {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut graph = IdentityGraph::new(rules.clone());
         let mut oracle = Oracle::default();
         for step in 0..400u64 {
             operations += 1;
-            if rng.random_bool(0.9) {
+            let dice = rng.random_range(0..100);
+            if dice < 3 {
+                let held = random_identifier(&mut rng);
+                let expected = oracle.erase(&held);
+                let got = match graph.holder(&held) {
+                    Some(customer) => graph.erase(customer, "asked to").is_ok(),
+                    None => false,
+                };
+                assert_eq!(got, expected, "seed {seed} step {step}: erase {held}");
+                erased += usize::from(got);
+            } else if dice < 8 {
+                if !oracle.review.is_empty() {
+                    let index = rng.random_range(0..oracle.review.len());
+                    let approve = rng.random_bool(0.5);
+                    oracle.decide(index, approve);
+                    let review = graph.review().nth(index).expect("the same queue").id;
+                    graph.decide(review, approve, "checked").expect("decided");
+                    decided += 1;
+                }
+            } else if dice < 90 {
                 let count = rng.random_range(1..=4);
                 let identifiers: Vec<Identifier> =
                     (0..count).map(|_| random_identifier(&mut rng)).collect();
@@ -304,11 +385,13 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
                 });
                 assert_eq!(got, expected, "seed {seed} step {step}: {identifiers:?}");
                 resolved += usize::from(got.is_some());
-                automatic_merges += resolution
-                    .changes
-                    .iter()
-                    .filter(|change| matches!(change, Change::Merged { .. }))
-                    .count();
+                for change in &resolution.changes {
+                    match change {
+                        Change::Merged { .. } => automatic_merges += 1,
+                        Change::Refused { .. } => refusals += 1,
+                        _ => {}
+                    }
+                }
             } else {
                 let (a, b) = (random_identifier(&mut rng), random_identifier(&mut rng));
                 let expected = oracle.merge(&a, &b);
@@ -328,7 +411,7 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
             assert_eq!(customers, oracle.snapshot(), "seed {seed} step {step}");
             assert_eq!(
                 graph.review().count(),
-                oracle.refusals,
+                oracle.review.len(),
                 "seed {seed} step {step}"
             );
             for customer in graph.customers() {
@@ -337,7 +420,6 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
                 }
             }
         }
-        refusals += graph.review().count();
     }
     assert!(operations >= 100_000);
     // The pool is small enough that merges, refusals and weak-only events all happen.
@@ -348,4 +430,6 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
     );
     assert!(refusals > 1_000, "{refusals} refusals");
     assert!(resolved > 50_000, "{resolved} events resolved");
+    assert!(erased > 500, "{erased} customers erased");
+    assert!(decided > 1_000, "{decided} review decisions");
 }

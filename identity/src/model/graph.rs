@@ -80,6 +80,18 @@ pub enum Change {
         identifiers: Vec<Identifier>,
         cause: Cause,
     },
+    /// A customer's identifiers removed at their request (or by law); events carrying them
+    /// later make a new customer.
+    Erased {
+        customer: CustomerId,
+        cause: Cause,
+    },
+    /// A person decided a refused merge or link: approved (it is made now) or rejected.
+    Decided {
+        review: u64,
+        approved: bool,
+        cause: Cause,
+    },
     /// A merge or a link the rules did not allow; held for review.
     Refused {
         review: u64,
@@ -132,6 +144,8 @@ pub enum GraphError {
     SameCustomer,
     #[error("merging would break a rule: {0}")]
     BreaksRule(String),
+    #[error("no review item {0}")]
+    UnknownReview(u64),
 }
 
 /// The identity graph.
@@ -298,6 +312,64 @@ impl IdentityGraph {
             reason: reason.to_owned(),
         };
         self.absorb(survivor, absorbed, &cause, &mut changes);
+        Ok(changes)
+    }
+
+    /// Removes `customer` and lets go of its identifiers; review items about it are dropped.
+    pub fn erase(&mut self, customer: CustomerId, reason: &str) -> Result<Vec<Change>, GraphError> {
+        let gone = self
+            .customers
+            .remove(&customer)
+            .ok_or(GraphError::UnknownCustomer(customer))?;
+        for identifier in &gone.identifiers {
+            self.holder.remove(identifier);
+        }
+        self.review
+            .retain(|_, item| item.customer != customer && item.other != Some(customer));
+        Ok(vec![Change::Erased {
+            customer,
+            cause: Cause::Manual {
+                reason: reason.to_owned(),
+            },
+        }])
+    }
+
+    /// Decides review item `review`. Approving makes the refused merge or link now, whatever the
+    /// limits say (a person checked); when the customers or the identifier have moved on since
+    /// (merged, erased, linked elsewhere), there is nothing left to make and only the decision
+    /// is recorded. Rejecting records the decision.
+    pub fn decide(
+        &mut self,
+        review: u64,
+        approve: bool,
+        reason: &str,
+    ) -> Result<Vec<Change>, GraphError> {
+        let item = self
+            .review
+            .remove(&review)
+            .ok_or(GraphError::UnknownReview(review))?;
+        let cause = Cause::Manual {
+            reason: reason.to_owned(),
+        };
+        let mut changes = vec![Change::Decided {
+            review,
+            approved: approve,
+            cause: cause.clone(),
+        }];
+        if !approve || !self.customers.contains_key(&item.customer) {
+            return Ok(changes);
+        }
+        if let Some(other) = item.other
+            && other != item.customer
+            && self.customers.contains_key(&other)
+        {
+            self.absorb(item.customer, other, &cause, &mut changes);
+        }
+        if let Some(identifier) = item.identifier
+            && !self.holder.contains_key(&identifier)
+        {
+            self.link(item.customer, identifier, &cause, &mut changes);
+        }
         Ok(changes)
     }
 
