@@ -6,7 +6,9 @@
 //! File shape (TOML):
 //! - `description`;
 //! - `[[events]]`: `id` (a label), `identifiers` (`kind:issuer:value`), optional `repeat = N`
-//!   to stamp the event N times with `{n}` (1..=N) replaced in its id and identifiers;
+//!   to stamp the event N times with `{n}` (1..=N) replaced in its id and identifiers; or a
+//!   decision by hand: `merge = [survivor, absorbed]`, `split = [customer, restored]`,
+//!   `erase = customer`;
 //! - `[expected]`: any of `customers` (each customer's identifiers), `customer_count`,
 //!   `holders` (identifier = customer), `resolved` (event = customer), `changes` (one line per
 //!   change, see `render`), `review` (how many refusals wait for a person).
@@ -26,13 +28,22 @@ struct Scenario {
     expected: Expected,
 }
 
+/// An event (its identifiers), or a decision by hand: `merge` and `split` name two customers
+/// (the survivor first), `erase` one.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventStep {
     id: String,
+    #[serde(default)]
     identifiers: Vec<String>,
     #[serde(default)]
     repeat: Option<u32>,
+    #[serde(default)]
+    merge: Option<[String; 2]>,
+    #[serde(default)]
+    split: Option<[String; 2]>,
+    #[serde(default)]
+    erase: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,25 +82,34 @@ fn identifier(text: &str) -> Identifier {
     }
 }
 
-/// Names customers by the label of the event that first saw them.
-struct Names(HashMap<CustomerId, String>);
+/// Names customers by the label of the event that first saw them, and events by their label.
+struct Names {
+    customers: HashMap<CustomerId, String>,
+    events: HashMap<EventId, String>,
+}
 
 impl Names {
     fn of(&self, customer: &CustomerId) -> String {
-        self.0
+        self.customers
             .get(customer)
             .cloned()
             .unwrap_or_else(|| format!("?{customer}"))
     }
 
+    fn event(&self, event_id: &EventId) -> String {
+        self.events
+            .get(event_id)
+            .cloned()
+            .unwrap_or_else(|| event_id.to_string())
+    }
+
     fn render(&self, change: &Change) -> String {
         let cause = |cause: &Cause| match cause {
-            Cause::Event { event_id } => self
-                .0
-                .iter()
-                .find(|(customer, _)| **customer == CustomerId::first_seen_in(event_id))
-                .map_or_else(|| event_id.to_string(), |(_, name)| name.clone()),
+            Cause::Event { event_id } => self.event(event_id),
             Cause::Manual { reason } => format!("by hand ({reason})"),
+        };
+        let whose = |customer: &Option<CustomerId>| {
+            customer.map_or("nobody".to_owned(), |customer| self.of(&customer))
         };
         match change {
             Change::Created { customer, .. } => format!("created {}", self.of(customer)),
@@ -128,6 +148,15 @@ impl Names {
                 "review {review} {}",
                 if *approved { "approved" } else { "rejected" }
             ),
+            Change::Split {
+                customer, restored, ..
+            } => format!("split {} out of {}", self.of(restored), self.of(customer)),
+            Change::Moved { event_id, from, to } => format!(
+                "moved {} from {} to {}",
+                self.event(event_id),
+                whose(from),
+                whose(to)
+            ),
         }
     }
 }
@@ -136,25 +165,45 @@ fn run(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|error| error.to_string())?;
     let scenario: Scenario = toml::from_str(&text).map_err(|error| error.to_string())?;
     let mut graph = IdentityGraph::new(Rules::default_rules());
-    let mut names = Names(HashMap::new());
+    let mut names = Names {
+        customers: HashMap::new(),
+        events: HashMap::new(),
+    };
+    let customer = |label: &str| CustomerId::first_seen_in(&event_id(label));
     let mut resolved: BTreeMap<String, Option<CustomerId>> = BTreeMap::new();
     let mut changes = Vec::new();
     for step in &scenario.events {
         for n in 1..=step.repeat.unwrap_or(1) {
             let stamp = |text: &str| text.replace("{n}", &n.to_string());
             let label = stamp(&step.id);
-            let id = event_id(&label);
-            names
-                .0
-                .insert(CustomerId::first_seen_in(&id), label.clone());
-            let identifiers: Vec<Identifier> = step
-                .identifiers
-                .iter()
-                .map(|i| identifier(&stamp(i)))
-                .collect();
-            let resolution = graph.observe(id, &identifiers);
-            resolved.insert(label.clone(), resolution.customer);
-            for change in &resolution.changes {
+            let decided = if let Some([survivor, absorbed]) = &step.merge {
+                Some(graph.merge(customer(survivor), customer(absorbed), "golden"))
+            } else if let Some([kept, restored]) = &step.split {
+                Some(graph.split(customer(kept), customer(restored), "golden"))
+            } else {
+                step.erase
+                    .as_ref()
+                    .map(|erased| graph.erase(customer(erased), "golden"))
+            };
+            let step_changes = match decided {
+                Some(decided) => decided.map_err(|error| format!("{label}: {error}"))?,
+                None => {
+                    let id = event_id(&label);
+                    names
+                        .customers
+                        .insert(CustomerId::first_seen_in(&id), label.clone());
+                    names.events.insert(id, label.clone());
+                    let identifiers: Vec<Identifier> = step
+                        .identifiers
+                        .iter()
+                        .map(|i| identifier(&stamp(i)))
+                        .collect();
+                    let resolution = graph.observe(id, &identifiers);
+                    resolved.insert(label.clone(), resolution.customer);
+                    resolution.changes
+                }
+            };
+            for change in &step_changes {
                 changes.push(format!("{label}: {}", names.render(change)));
             }
         }

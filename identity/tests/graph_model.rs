@@ -1,17 +1,18 @@
 //! Model-based test of the identity graph: long random sequences of events (random identifier
-//! sets from a small pool, junk and blocked values among them), merges by hand, erasures and
-//! review decisions (approve or reject a refused merge or link), run against
-//! the graph and against a deliberately simple oracle written here from the rules as stated in
-//! the graph's documentation (lists and linear scans, no indexes). After every operation both
-//! must hold the same customers (compared as sets of identifier sets, so the oracle owes
-//! nothing to how ids are made), resolve the event to the same customer, agree on a manual
-//! merge's outcome, and have refused the same number of merges and links.
+//! sets from a small pool, junk and blocked values among them), merges by hand, erasures,
+//! review decisions (approve or reject a refused merge or link) and splits, run against the
+//! graph and against a deliberately simple oracle written here from the rules as stated in the
+//! graph's documentation (lists and linear scans, no indexes; a split replays the oracle's own
+//! history). After every operation both must hold the same customers with the same
+//! identifiers, resolve the event to the same customer, agree on a manual operation's outcome,
+//! and hold the same number of review items. At the end of each sequence, replaying the graph's
+//! recorded inputs from scratch must give the same graph.
 
 use kinfold_core::{EventId, Identifier, IdentifierKind};
-use kinfold_identity::model::{Change, IdentityGraph, Rules};
+use kinfold_identity::model::{Change, CustomerId, IdentityGraph, Rules};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 const RULES: &str = r#"
 priority = ["member_card", "phone", "wechat_unionid", "wechat_openid", "email", "device_id"]
@@ -92,17 +93,38 @@ fn within_limits(identifiers: &[Identifier]) -> bool {
 
 #[derive(Debug, Clone)]
 struct OracleCustomer {
+    id: CustomerId,
     created: u64,
     identifiers: Vec<Identifier>,
+    /// Every customer merged into this one, directly or not.
+    absorbed: Vec<CustomerId>,
 }
 
-/// A refused merge (of `other` into `customer`) or link (of `identifier`), customers named by
-/// when they were created.
-#[derive(Debug, Clone)]
+/// A refused merge (of `other` into `customer`) or link (of `identifier`).
+#[derive(Debug, Clone, PartialEq)]
 struct OracleReview {
-    customer: u64,
-    other: Option<u64>,
+    customer: CustomerId,
+    other: Option<CustomerId>,
     identifier: Option<Identifier>,
+}
+
+/// What the oracle's state is a fold of.
+#[derive(Debug, Clone)]
+enum Op {
+    Observe(EventId, Vec<Identifier>),
+    Merge(CustomerId, CustomerId),
+    Erase(CustomerId),
+    Decide(OracleReview, bool),
+    Split(CustomerId, CustomerId),
+}
+
+/// Two lineages a split keeps apart, from the beginning, until a later merge by hand.
+#[derive(Debug, Clone)]
+struct KeptApart {
+    a: CustomerId,
+    b: CustomerId,
+    at: usize,
+    lifted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +132,8 @@ struct Oracle {
     customers: Vec<OracleCustomer>,
     created: u64,
     review: Vec<OracleReview>,
+    history: Vec<Op>,
+    apart: Vec<KeptApart>,
 }
 
 impl Oracle {
@@ -119,6 +143,10 @@ impl Oracle {
             .position(|customer| customer.identifiers.contains(identifier))
     }
 
+    fn position(&self, id: CustomerId) -> Option<usize> {
+        self.customers.iter().position(|customer| customer.id == id)
+    }
+
     fn rank(identifier: &Identifier) -> usize {
         PRIORITY
             .iter()
@@ -126,8 +154,32 @@ impl Oracle {
             .expect("ranked")
     }
 
-    /// Returns the identifiers of the customer the event resolved to.
-    fn observe(&mut self, identifiers: &[Identifier]) -> Option<BTreeSet<Identifier>> {
+    fn kept_apart(&self, x: usize, y: usize) -> Option<usize> {
+        let has = |index: usize, id: CustomerId| {
+            self.customers[index].id == id || self.customers[index].absorbed.contains(&id)
+        };
+        self.apart.iter().position(|apart| {
+            !apart.lifted
+                && ((has(x, apart.a) && has(y, apart.b)) || (has(x, apart.b) && has(y, apart.a)))
+        })
+    }
+
+    fn absorb(&mut self, survivor: usize, absorbed: usize) {
+        let gone = self.customers[absorbed].clone();
+        let kept = &mut self.customers[survivor];
+        kept.identifiers.extend(gone.identifiers);
+        kept.absorbed.push(gone.id);
+        kept.absorbed.extend(gone.absorbed);
+        self.customers.remove(absorbed);
+    }
+
+    /// Returns the customer the event resolved to.
+    fn observe(&mut self, event: EventId, identifiers: &[Identifier]) -> Option<CustomerId> {
+        self.history.push(Op::Observe(event, identifiers.to_vec()));
+        self.resolve(event, identifiers)
+    }
+
+    fn resolve(&mut self, event: EventId, identifiers: &[Identifier]) -> Option<CustomerId> {
         let mut usable: Vec<Identifier> = Vec::new();
         for identifier in identifiers {
             if !blocked(identifier) && !usable.contains(identifier) {
@@ -138,32 +190,27 @@ impl Oracle {
         if usable.is_empty() {
             return None;
         }
-        // Candidates by creation order.
-        let mut candidates: Vec<u64> = Vec::new();
+        let mut candidates: Vec<(u64, CustomerId)> = Vec::new();
         for identifier in usable.iter().filter(|i| merges_on(i.kind)) {
             if let Some(index) = self.holder(identifier) {
-                let created = self.customers[index].created;
-                if !candidates.contains(&created) {
-                    candidates.push(created);
+                let customer = &self.customers[index];
+                if !candidates.contains(&(customer.created, customer.id)) {
+                    candidates.push((customer.created, customer.id));
                 }
             }
         }
         candidates.sort_unstable();
-        let by_created = |oracle: &Oracle, created: u64| {
-            oracle
-                .customers
-                .iter()
-                .position(|customer| customer.created == created)
-                .expect("alive")
-        };
-        let target_created = if let Some(&survivor) = candidates.first() {
-            for &other in &candidates[1..] {
-                let (s, o) = (by_created(self, survivor), by_created(self, other));
+        let target = if let Some(&(_, survivor)) = candidates.first() {
+            for &(_, other) in &candidates[1..] {
+                let s = self.position(survivor).expect("alive");
+                let o = self.position(other).expect("alive");
+                if self.kept_apart(s, o).is_some() {
+                    continue;
+                }
                 let mut union = self.customers[s].identifiers.clone();
                 union.extend(self.customers[o].identifiers.iter().cloned());
                 if within_limits(&union) {
-                    self.customers[s].identifiers = union;
-                    self.customers.remove(o);
+                    self.absorb(s, o);
                 } else {
                     self.review.push(OracleReview {
                         customer: survivor,
@@ -179,17 +226,20 @@ impl Oracle {
             } else {
                 usable
                     .iter()
-                    .find_map(|i| self.holder(i).map(|index| self.customers[index].created))
+                    .find_map(|i| self.holder(i).map(|index| self.customers[index].id))
             };
             match weak {
-                Some(created) => created,
+                Some(id) => id,
                 None => {
+                    let id = CustomerId::first_seen_in(&event);
                     self.customers.push(OracleCustomer {
+                        id,
                         created: self.created,
                         identifiers: Vec::new(),
+                        absorbed: Vec::new(),
                     });
                     self.created += 1;
-                    self.created - 1
+                    id
                 }
             }
         };
@@ -197,85 +247,141 @@ impl Oracle {
             if self.holder(&identifier).is_some() {
                 continue;
             }
-            let target = by_created(self, target_created);
-            let mut with = self.customers[target].identifiers.clone();
+            let index = self.position(target).expect("alive");
+            let mut with = self.customers[index].identifiers.clone();
             with.push(identifier.clone());
             if within_limits(&with) {
-                self.customers[target].identifiers = with;
+                self.customers[index].identifiers = with;
             } else {
                 self.review.push(OracleReview {
-                    customer: target_created,
+                    customer: target,
                     other: None,
                     identifier: Some(identifier),
                 });
             }
         }
-        let target = by_created(self, target_created);
-        Some(self.customers[target].identifiers.iter().cloned().collect())
+        Some(target)
     }
 
-    /// Merges the holder of `absorbed` into the holder of `survivor`; false when refused.
-    fn merge(&mut self, survivor: &Identifier, absorbed: &Identifier) -> Option<bool> {
-        let (s, a) = (self.holder(survivor)?, self.holder(absorbed)?);
+    /// Merges `absorbed` into `survivor` by hand as input number `at`; false when refused.
+    fn merge_at(&mut self, at: usize, survivor: CustomerId, absorbed: CustomerId) -> bool {
+        let (Some(s), Some(a)) = (self.position(survivor), self.position(absorbed)) else {
+            return false;
+        };
         if s == a {
-            return Some(false);
+            return false;
+        }
+        let apart = self.kept_apart(s, a);
+        if apart.is_some_and(|apart| self.apart[apart].at > at) {
+            return false;
         }
         let mut union = self.customers[s].identifiers.clone();
         union.extend(self.customers[a].identifiers.iter().cloned());
         if !within_limits(&union) {
-            return Some(false);
+            return false;
         }
-        self.customers[s].identifiers = union;
-        self.customers.remove(a);
-        Some(true)
+        if let Some(apart) = apart {
+            self.apart[apart].lifted = true;
+        }
+        self.absorb(s, a);
+        true
     }
 
-    /// Erases the holder of `identifier`; false when nobody holds it.
-    fn erase(&mut self, identifier: &Identifier) -> bool {
-        let Some(index) = self.holder(identifier) else {
+    fn merge(&mut self, survivor: CustomerId, absorbed: CustomerId) -> bool {
+        let merged = self.merge_at(self.history.len(), survivor, absorbed);
+        if merged {
+            self.history.push(Op::Merge(survivor, absorbed));
+        }
+        merged
+    }
+
+    fn erase_now(&mut self, id: CustomerId) -> bool {
+        let Some(index) = self.position(id) else {
             return false;
         };
-        let gone = self.customers.remove(index).created;
+        self.customers.remove(index);
         self.review
-            .retain(|item| item.customer != gone && item.other != Some(gone));
+            .retain(|item| item.customer != id && item.other != Some(id));
         true
+    }
+
+    fn erase(&mut self, id: CustomerId) -> bool {
+        let erased = self.erase_now(id);
+        if erased {
+            self.history.push(Op::Erase(id));
+        }
+        erased
+    }
+
+    fn carry_out(&mut self, item: OracleReview, approve: bool) {
+        if !approve || self.position(item.customer).is_none() {
+            return;
+        }
+        if let Some(other) = item.other
+            && other != item.customer
+            && let Some(absorbed) = self.position(other)
+        {
+            let target = self.position(item.customer).expect("alive");
+            self.absorb(target, absorbed);
+        }
+        if let Some(identifier) = item.identifier
+            && self.holder(&identifier).is_none()
+        {
+            let target = self.position(item.customer).expect("alive");
+            self.customers[target].identifiers.push(identifier);
+        }
     }
 
     /// Decides the `index`-th pending review item.
     fn decide(&mut self, index: usize, approve: bool) {
         let item = self.review.remove(index);
-        let alive = |oracle: &Oracle, created: u64| {
-            oracle
-                .customers
-                .iter()
-                .position(|customer| customer.created == created)
-        };
-        if !approve {
-            return;
-        }
-        let Some(target) = alive(self, item.customer) else {
-            return;
-        };
-        if let Some(other) = item.other
-            && other != item.customer
-            && let Some(absorbed) = alive(self, other)
-        {
-            let moved = self.customers[absorbed].identifiers.clone();
-            self.customers[target].identifiers.extend(moved);
-            self.customers.remove(absorbed);
-        }
-        if let Some(identifier) = item.identifier
-            && self.holder(&identifier).is_none()
-        {
-            let target = alive(self, item.customer).expect("still there");
-            self.customers[target].identifiers.push(identifier);
-        }
+        self.history.push(Op::Decide(item.clone(), approve));
+        self.carry_out(item, approve);
     }
 
-    fn snapshot(&self) -> BTreeSet<BTreeSet<Identifier>> {
+    /// Splits `restored` out of `customer`: the history is replayed with the two kept apart.
+    fn split(&mut self, customer: CustomerId, restored: CustomerId) {
+        let mut history = std::mem::take(&mut self.history);
+        history.push(Op::Split(customer, restored));
+        let mut fresh = Oracle::default();
+        for (at, op) in history.iter().enumerate() {
+            if let Op::Split(a, b) = op {
+                fresh.apart.push(KeptApart {
+                    a: *a,
+                    b: *b,
+                    at,
+                    lifted: false,
+                });
+            }
+        }
+        for (at, op) in history.iter().enumerate() {
+            match op {
+                Op::Observe(event, identifiers) => {
+                    fresh.resolve(*event, identifiers);
+                }
+                Op::Merge(survivor, absorbed) => {
+                    fresh.merge_at(at, *survivor, *absorbed);
+                }
+                Op::Erase(id) => {
+                    fresh.erase_now(*id);
+                }
+                Op::Decide(item, approve) => {
+                    if let Some(index) = fresh.review.iter().position(|pending| pending == item) {
+                        let item = fresh.review.remove(index);
+                        fresh.carry_out(item, *approve);
+                    }
+                }
+                Op::Split(..) => {}
+            }
+        }
+        fresh.history = history;
+        *self = fresh;
+    }
+
+    fn snapshot(&self) -> BTreeMap<CustomerId, BTreeSet<Identifier>> {
         self.customers
             .iter()
-            .map(|customer| customer.identifiers.iter().cloned().collect())
+            .map(|customer| (customer.id, customer.identifiers.iter().cloned().collect()))
             .collect()
     }
 }
@@ -342,6 +448,13 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
     let mut refusals = 0;
     let mut erased = 0;
     let mut decided = 0;
+    let mut splits = 0;
+    let snapshot = |graph: &IdentityGraph| -> BTreeMap<CustomerId, BTreeSet<Identifier>> {
+        graph
+            .customers()
+            .map(|customer| (customer.id, customer.identifiers.clone()))
+            .collect()
+    };
     for seed in 0..250u64 {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut graph = IdentityGraph::new(rules.clone());
@@ -351,12 +464,14 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
             let dice = rng.random_range(0..100);
             if dice < 3 {
                 let held = random_identifier(&mut rng);
-                let expected = oracle.erase(&held);
                 let got = match graph.holder(&held) {
-                    Some(customer) => graph.erase(customer, "asked to").is_ok(),
+                    Some(customer) => {
+                        let done = graph.erase(customer, "asked to").is_ok();
+                        assert_eq!(done, oracle.erase(customer), "seed {seed} step {step}");
+                        done
+                    }
                     None => false,
                 };
-                assert_eq!(got, expected, "seed {seed} step {step}: erase {held}");
                 erased += usize::from(got);
             } else if dice < 8 {
                 if !oracle.review.is_empty() {
@@ -367,7 +482,23 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
                     graph.decide(review, approve, "checked").expect("decided");
                     decided += 1;
                 }
-            } else if dice < 90 {
+            } else if dice < 12 {
+                let held = random_identifier(&mut rng);
+                if let Some(customer) = graph.holder(&held) {
+                    let absorbed: Vec<CustomerId> = graph.absorbed(&customer).copied().collect();
+                    let index = oracle.position(customer).expect("the same customers");
+                    let mut expected = oracle.customers[index].absorbed.clone();
+                    expected.sort_unstable();
+                    assert_eq!(absorbed, expected, "seed {seed} step {step}: lineage");
+                    if !absorbed.is_empty() {
+                        let restored = absorbed[rng.random_range(0..absorbed.len())];
+                        let changes = graph.split(customer, restored, "wrong").expect("split");
+                        assert!(matches!(changes[0], Change::Split { .. }));
+                        oracle.split(customer, restored);
+                        splits += 1;
+                    }
+                }
+            } else if dice < 92 {
                 let count = rng.random_range(1..=4);
                 let identifiers: Vec<Identifier> =
                     (0..count).map(|_| random_identifier(&mut rng)).collect();
@@ -375,16 +506,12 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
                     u128::from(seed) << 32 | u128::from(step),
                 ));
                 let resolution = graph.observe(event, &identifiers);
-                let expected = oracle.observe(&identifiers);
-                let got = resolution.customer.map(|customer| {
-                    graph
-                        .customer(&customer)
-                        .expect("resolved to a customer that exists")
-                        .identifiers
-                        .clone()
-                });
-                assert_eq!(got, expected, "seed {seed} step {step}: {identifiers:?}");
-                resolved += usize::from(got.is_some());
+                let expected = oracle.observe(event, &identifiers);
+                assert_eq!(
+                    resolution.customer, expected,
+                    "seed {seed} step {step}: {identifiers:?}"
+                );
+                resolved += usize::from(expected.is_some());
                 for change in &resolution.changes {
                     match change {
                         Change::Merged { .. } => automatic_merges += 1,
@@ -394,21 +521,18 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
                 }
             } else {
                 let (a, b) = (random_identifier(&mut rng), random_identifier(&mut rng));
-                let expected = oracle.merge(&a, &b);
-                let got = match (graph.holder(&a), graph.holder(&b)) {
-                    (Some(survivor), Some(absorbed)) => {
-                        Some(graph.merge(survivor, absorbed, "test").is_ok())
-                    }
-                    _ => None,
-                };
-                assert_eq!(got, expected, "seed {seed} step {step}: merge {a} <- {b}");
-                merges_done += usize::from(got == Some(true));
+                if let (Some(survivor), Some(absorbed)) = (graph.holder(&a), graph.holder(&b)) {
+                    let got = graph.merge(survivor, absorbed, "test").is_ok();
+                    let expected = oracle.merge(survivor, absorbed);
+                    assert_eq!(got, expected, "seed {seed} step {step}: merge {a} <- {b}");
+                    merges_done += usize::from(got);
+                }
             }
-            let customers: BTreeSet<BTreeSet<Identifier>> = graph
-                .customers()
-                .map(|customer| customer.identifiers.clone())
-                .collect();
-            assert_eq!(customers, oracle.snapshot(), "seed {seed} step {step}");
+            assert_eq!(
+                snapshot(&graph),
+                oracle.snapshot(),
+                "seed {seed} step {step}"
+            );
             assert_eq!(
                 graph.review().count(),
                 oracle.review.len(),
@@ -420,9 +544,14 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
                 }
             }
         }
+        // The graph is a fold of its inputs: replaying them gives it again.
+        let replayed = IdentityGraph::replay(rules.clone(), graph.inputs());
+        assert_eq!(snapshot(&replayed), snapshot(&graph), "seed {seed}: replay");
+        assert_eq!(replayed.review().count(), graph.review().count());
+        assert_eq!(replayed.event_customers(), graph.event_customers());
     }
     assert!(operations >= 100_000);
-    // The pool is small enough that merges, refusals and weak-only events all happen.
+    // The pool is small enough that every kind of operation happens often.
     assert!(merges_done > 300, "{merges_done} manual merges");
     assert!(
         automatic_merges > 1_000,
@@ -432,4 +561,5 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
     assert!(resolved > 50_000, "{resolved} events resolved");
     assert!(erased > 500, "{erased} customers erased");
     assert!(decided > 1_000, "{decided} review decisions");
+    assert!(splits > 300, "{splits} splits");
 }

@@ -21,11 +21,17 @@
 //!    review (a recycled phone arriving with a new unionid, a second member card).
 //!
 //! Identifiers held by a customer the event did not resolve to stay where they are.
+//!
+//! The graph records its [`Input`]s (events' identifiers and decisions by hand) and is their
+//! fold: [`IdentityGraph::replay`] gives the same graph again. A split is a decision too: it
+//! keeps two lineages apart and re-resolves the whole history under that constraint (see
+//! [`Input::Split`]), so every event lands where it would have without the merge, and the ids
+//! come back because they derive from first-seen events.
 
 use super::rules::Rules;
 use kinfold_core::{EventId, Identifier};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 /// A unified customer id: derived from the id of the event that first saw the customer, so
@@ -92,9 +98,24 @@ pub enum Change {
         approved: bool,
         cause: Cause,
     },
-    /// A merge or a link the rules did not allow; held for review.
+    /// A merge undone: `restored` is a customer of its own again, holding `identifiers`.
+    Split {
+        customer: CustomerId,
+        restored: CustomerId,
+        identifiers: Vec<Identifier>,
+        cause: Cause,
+    },
+    /// After a split, an event that now belongs to another customer (`None`: to nobody, its
+    /// customer was erased).
+    Moved {
+        event_id: EventId,
+        from: Option<CustomerId>,
+        to: Option<CustomerId>,
+    },
+    /// A merge or a link the rules did not allow; held for review (`review`), except a merge
+    /// of customers a split keeps apart, which is not put to a person again.
     Refused {
-        review: u64,
+        review: Option<u64>,
         customer: CustomerId,
         /// The other customer, for a refused merge.
         other: Option<CustomerId>,
@@ -146,7 +167,60 @@ pub enum GraphError {
     BreaksRule(String),
     #[error("no review item {0}")]
     UnknownReview(u64),
+    #[error("{restored} was not merged into {customer}")]
+    NotMerged {
+        customer: CustomerId,
+        restored: CustomerId,
+    },
 }
+
+/// What the graph is a fold of: events' identifiers and decisions by hand, in order. Replaying
+/// the inputs from an empty graph gives the same graph; a split does exactly that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "input", rename_all = "snake_case")]
+pub enum Input {
+    Observe {
+        event_id: EventId,
+        identifiers: Vec<Identifier>,
+    },
+    Merge {
+        survivor: CustomerId,
+        absorbed: CustomerId,
+        reason: String,
+    },
+    Erase {
+        customer: CustomerId,
+        reason: String,
+    },
+    /// A review decision, by what was refused (review numbers change when history is
+    /// re-resolved; what was refused does not).
+    Decide {
+        customer: CustomerId,
+        other: Option<CustomerId>,
+        identifier: Option<Identifier>,
+        approve: bool,
+        reason: String,
+    },
+    Split {
+        customer: CustomerId,
+        restored: CustomerId,
+        reason: String,
+    },
+}
+
+/// Two lineages a split keeps apart: no automatic merge joins a customer holding `a` (itself or
+/// absorbed) and one holding `b`, from the beginning of history; a manual merge made before
+/// the split is void, one made after it lifts the constraint.
+#[derive(Debug, Clone)]
+struct Apart {
+    a: CustomerId,
+    b: CustomerId,
+    /// The index of the split among the inputs.
+    split_at: usize,
+    lifted: bool,
+}
+
+const KEPT_APART: &str = "kept apart by a split";
 
 /// The identity graph.
 #[derive(Debug, Clone)]
@@ -157,6 +231,14 @@ pub struct IdentityGraph {
     next_created: u64,
     review: BTreeMap<u64, ReviewItem>,
     next_review: u64,
+    inputs: Vec<Input>,
+    /// The customers each live customer absorbed, directly or not.
+    lineage: HashMap<CustomerId, BTreeSet<CustomerId>>,
+    absorbed_into: HashMap<CustomerId, CustomerId>,
+    erased: HashSet<CustomerId>,
+    apart: Vec<Apart>,
+    /// Every event observed and the customer it resolved to then.
+    events: Vec<(EventId, Option<CustomerId>)>,
 }
 
 impl IdentityGraph {
@@ -169,7 +251,70 @@ impl IdentityGraph {
             next_created: 0,
             review: BTreeMap::new(),
             next_review: 1,
+            inputs: Vec::new(),
+            lineage: HashMap::new(),
+            absorbed_into: HashMap::new(),
+            erased: HashSet::new(),
+            apart: Vec::new(),
+            events: Vec::new(),
         }
+    }
+
+    /// The graph that `inputs` make under `rules`.
+    pub fn replay(rules: Rules, inputs: &[Input]) -> Self {
+        let mut graph = Self::new(rules);
+        for (index, input) in inputs.iter().enumerate() {
+            if let Input::Split {
+                customer, restored, ..
+            } = input
+            {
+                graph.apart.push(Apart {
+                    a: *customer,
+                    b: *restored,
+                    split_at: index,
+                    lifted: false,
+                });
+            }
+        }
+        for (index, input) in inputs.iter().enumerate() {
+            // What failed when it was first applied fails again; it stays in the inputs all
+            // the same, so that the next replay sees the same history.
+            let _ = graph.apply(index, input);
+            graph.inputs.push(input.clone());
+        }
+        graph
+    }
+
+    /// The inputs so far.
+    pub fn inputs(&self) -> &[Input] {
+        &self.inputs
+    }
+
+    /// The customers `customer` absorbed, directly or not.
+    pub fn absorbed(&self, customer: &CustomerId) -> impl Iterator<Item = &CustomerId> {
+        self.lineage.get(customer).into_iter().flatten()
+    }
+
+    /// The customer an event belongs to now (merges followed; `None` once erased).
+    pub fn current(&self, customer: CustomerId) -> Option<CustomerId> {
+        let mut current = customer;
+        loop {
+            if self.erased.contains(&current) {
+                return None;
+            }
+            match self.absorbed_into.get(&current) {
+                Some(next) => current = *next,
+                None => return Some(current),
+            }
+        }
+    }
+
+    /// Every event observed, with the customer it belongs to now.
+    pub fn event_customers(&self) -> Vec<(EventId, Option<CustomerId>)> {
+        self.events
+            .iter()
+            .map(|(event, customer)| (*event, customer.and_then(|c| self.current(c))))
+            .collect()
     }
 
     pub fn rules(&self) -> &Rules {
@@ -197,6 +342,262 @@ impl IdentityGraph {
 
     /// Resolves the identifiers of event `event_id` (see the module's documentation).
     pub fn observe(&mut self, event_id: EventId, identifiers: &[Identifier]) -> Resolution {
+        let resolution = self.resolve(event_id, identifiers);
+        self.inputs.push(Input::Observe {
+            event_id,
+            identifiers: identifiers.to_vec(),
+        });
+        resolution
+    }
+
+    /// Merges `absorbed` into `survivor` by hand (the limits still apply). Customers a split
+    /// keeps apart may be merged by hand: that lifts the split's constraint from now on.
+    pub fn merge(
+        &mut self,
+        survivor: CustomerId,
+        absorbed: CustomerId,
+        reason: &str,
+    ) -> Result<Vec<Change>, GraphError> {
+        self.decision(Input::Merge {
+            survivor,
+            absorbed,
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Removes `customer` and lets go of its identifiers; review items about it are dropped.
+    pub fn erase(&mut self, customer: CustomerId, reason: &str) -> Result<Vec<Change>, GraphError> {
+        self.decision(Input::Erase {
+            customer,
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Decides review item `review`. Approving makes the refused merge or link now, whatever the
+    /// limits say (a person checked); when the customers or the identifier have moved on since
+    /// (merged, erased, linked elsewhere), there is nothing left to make and only the decision
+    /// is recorded. Rejecting records the decision.
+    pub fn decide(
+        &mut self,
+        review: u64,
+        approve: bool,
+        reason: &str,
+    ) -> Result<Vec<Change>, GraphError> {
+        let item = self
+            .review
+            .get(&review)
+            .ok_or(GraphError::UnknownReview(review))?;
+        let input = Input::Decide {
+            customer: item.customer,
+            other: item.other,
+            identifier: item.identifier.clone(),
+            approve,
+            reason: reason.to_owned(),
+        };
+        // This very item; a replay finds the first one refused alike (see `apply`).
+        let changes = self.decide_now(review, approve, reason);
+        self.inputs.push(input);
+        Ok(changes)
+    }
+
+    /// Undoes the merge that brought `restored` into `customer`: the history is re-resolved
+    /// with the two kept apart (see [`Input::Split`]), so that each event lands on the customer
+    /// it belongs to without that merge. Returns the split and every event that moved.
+    pub fn split(
+        &mut self,
+        customer: CustomerId,
+        restored: CustomerId,
+        reason: &str,
+    ) -> Result<Vec<Change>, GraphError> {
+        if !self.customers.contains_key(&customer) {
+            return Err(GraphError::UnknownCustomer(customer));
+        }
+        if !self
+            .absorbed(&customer)
+            .any(|absorbed| *absorbed == restored)
+        {
+            return Err(GraphError::NotMerged { customer, restored });
+        }
+        let before = self.event_customers();
+        let mut inputs = std::mem::take(&mut self.inputs);
+        inputs.push(Input::Split {
+            customer,
+            restored,
+            reason: reason.to_owned(),
+        });
+        *self = Self::replay(self.rules.clone(), &inputs);
+        let mut changes = vec![Change::Split {
+            customer,
+            restored,
+            identifiers: self
+                .customers
+                .get(&restored)
+                .map(|c| c.identifiers.iter().cloned().collect())
+                .unwrap_or_default(),
+            cause: Cause::Manual {
+                reason: reason.to_owned(),
+            },
+        }];
+        for ((event_id, from), (_, to)) in before.into_iter().zip(self.event_customers()) {
+            if from != to {
+                changes.push(Change::Moved { event_id, from, to });
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Applies a decision by hand and records it.
+    fn decision(&mut self, input: Input) -> Result<Vec<Change>, GraphError> {
+        let changes = self.apply(self.inputs.len(), &input)?;
+        self.inputs.push(input);
+        Ok(changes)
+    }
+
+    /// Applies input number `index` (not recorded here).
+    fn apply(&mut self, index: usize, input: &Input) -> Result<Vec<Change>, GraphError> {
+        match input {
+            Input::Observe {
+                event_id,
+                identifiers,
+            } => Ok(self.resolve(*event_id, identifiers).changes),
+            Input::Merge {
+                survivor,
+                absorbed,
+                reason,
+            } => self.merge_at(index, *survivor, *absorbed, reason),
+            Input::Erase { customer, reason } => self.erase_now(*customer, reason),
+            Input::Decide {
+                customer,
+                other,
+                identifier,
+                approve,
+                reason,
+            } => {
+                let review = self
+                    .review
+                    .values()
+                    .find(|item| {
+                        item.customer == *customer
+                            && item.other == *other
+                            && item.identifier == *identifier
+                    })
+                    .map(|item| item.id)
+                    .ok_or(GraphError::UnknownReview(0))?;
+                Ok(self.decide_now(review, *approve, reason))
+            }
+            // Its constraint is set up before a replay starts (see `replay`).
+            Input::Split { .. } => Ok(Vec::new()),
+        }
+    }
+
+    /// The split constraint, not lifted, between the lineages of `x` and `y`, if any.
+    fn apart_between(&self, x: CustomerId, y: CustomerId) -> Option<usize> {
+        let holds = |customer: CustomerId, member: CustomerId| {
+            customer == member
+                || self
+                    .lineage
+                    .get(&customer)
+                    .is_some_and(|lineage| lineage.contains(&member))
+        };
+        self.apart.iter().position(|apart| {
+            !apart.lifted
+                && ((holds(x, apart.a) && holds(y, apart.b))
+                    || (holds(x, apart.b) && holds(y, apart.a)))
+        })
+    }
+
+    fn merge_at(
+        &mut self,
+        index: usize,
+        survivor: CustomerId,
+        absorbed: CustomerId,
+        reason: &str,
+    ) -> Result<Vec<Change>, GraphError> {
+        if survivor == absorbed {
+            return Err(GraphError::SameCustomer);
+        }
+        for id in [survivor, absorbed] {
+            if !self.customers.contains_key(&id) {
+                return Err(GraphError::UnknownCustomer(id));
+            }
+        }
+        let apart = self.apart_between(survivor, absorbed);
+        if let Some(apart) = apart
+            && self.apart[apart].split_at > index
+        {
+            // Re-resolving history: a later split undid this merge.
+            return Err(GraphError::NotMerged {
+                customer: survivor,
+                restored: absorbed,
+            });
+        }
+        let union = self.customers[&survivor]
+            .identifiers
+            .iter()
+            .chain(&self.customers[&absorbed].identifiers);
+        if let Some(rule) = self.rules.broken_limit(union) {
+            return Err(GraphError::BreaksRule(rule));
+        }
+        if let Some(apart) = apart {
+            self.apart[apart].lifted = true;
+        }
+        let mut changes = Vec::new();
+        let cause = Cause::Manual {
+            reason: reason.to_owned(),
+        };
+        self.absorb(survivor, absorbed, &cause, &mut changes);
+        Ok(changes)
+    }
+
+    fn erase_now(&mut self, customer: CustomerId, reason: &str) -> Result<Vec<Change>, GraphError> {
+        let gone = self
+            .customers
+            .remove(&customer)
+            .ok_or(GraphError::UnknownCustomer(customer))?;
+        for identifier in &gone.identifiers {
+            self.holder.remove(identifier);
+        }
+        self.erased.insert(customer);
+        self.review
+            .retain(|_, item| item.customer != customer && item.other != Some(customer));
+        Ok(vec![Change::Erased {
+            customer,
+            cause: Cause::Manual {
+                reason: reason.to_owned(),
+            },
+        }])
+    }
+
+    fn decide_now(&mut self, review: u64, approve: bool, reason: &str) -> Vec<Change> {
+        let Some(item) = self.review.remove(&review) else {
+            return Vec::new();
+        };
+        let cause = Cause::Manual {
+            reason: reason.to_owned(),
+        };
+        let mut changes = vec![Change::Decided {
+            review,
+            approved: approve,
+            cause: cause.clone(),
+        }];
+        if !approve || !self.customers.contains_key(&item.customer) {
+            return changes;
+        }
+        if let Some(other) = item.other
+            && other != item.customer
+            && self.customers.contains_key(&other)
+        {
+            self.absorb(item.customer, other, &cause, &mut changes);
+        }
+        if let Some(identifier) = item.identifier
+            && !self.holder.contains_key(&identifier)
+        {
+            self.link(item.customer, identifier, &cause, &mut changes);
+        }
+        changes
+    }
+
+    fn resolve(&mut self, event_id: EventId, identifiers: &[Identifier]) -> Resolution {
         let cause = Cause::Event { event_id };
         let mut changes = Vec::new();
         let mut blocked = Vec::new();
@@ -211,6 +612,7 @@ impl IdentityGraph {
         // Strongest first; equal kinds in value order, so the input order never matters.
         usable.sort_by(|a, b| (self.rules.rank(a.kind), *a).cmp(&(self.rules.rank(b.kind), *b)));
         if usable.is_empty() {
+            self.events.push((event_id, None));
             return Resolution {
                 customer: None,
                 blocked,
@@ -244,6 +646,17 @@ impl IdentityGraph {
             candidates.sort_by_key(|id| self.customers[id].created);
             let survivor = candidates[0];
             for other in &candidates[1..] {
+                if self.apart_between(survivor, *other).is_some() {
+                    changes.push(Change::Refused {
+                        review: None,
+                        customer: survivor,
+                        other: Some(*other),
+                        identifier: None,
+                        rule: KEPT_APART.to_owned(),
+                        cause: cause.clone(),
+                    });
+                    continue;
+                }
                 let union = self.customers[&survivor]
                     .identifiers
                     .iter()
@@ -278,99 +691,12 @@ impl IdentityGraph {
                 ),
             }
         }
+        self.events.push((event_id, Some(target)));
         Resolution {
             customer: Some(target),
             blocked,
             changes,
         }
-    }
-
-    /// Merges `absorbed` into `survivor` by hand.
-    pub fn merge(
-        &mut self,
-        survivor: CustomerId,
-        absorbed: CustomerId,
-        reason: &str,
-    ) -> Result<Vec<Change>, GraphError> {
-        if survivor == absorbed {
-            return Err(GraphError::SameCustomer);
-        }
-        for id in [survivor, absorbed] {
-            if !self.customers.contains_key(&id) {
-                return Err(GraphError::UnknownCustomer(id));
-            }
-        }
-        let union = self.customers[&survivor]
-            .identifiers
-            .iter()
-            .chain(&self.customers[&absorbed].identifiers);
-        if let Some(rule) = self.rules.broken_limit(union) {
-            return Err(GraphError::BreaksRule(rule));
-        }
-        let mut changes = Vec::new();
-        let cause = Cause::Manual {
-            reason: reason.to_owned(),
-        };
-        self.absorb(survivor, absorbed, &cause, &mut changes);
-        Ok(changes)
-    }
-
-    /// Removes `customer` and lets go of its identifiers; review items about it are dropped.
-    pub fn erase(&mut self, customer: CustomerId, reason: &str) -> Result<Vec<Change>, GraphError> {
-        let gone = self
-            .customers
-            .remove(&customer)
-            .ok_or(GraphError::UnknownCustomer(customer))?;
-        for identifier in &gone.identifiers {
-            self.holder.remove(identifier);
-        }
-        self.review
-            .retain(|_, item| item.customer != customer && item.other != Some(customer));
-        Ok(vec![Change::Erased {
-            customer,
-            cause: Cause::Manual {
-                reason: reason.to_owned(),
-            },
-        }])
-    }
-
-    /// Decides review item `review`. Approving makes the refused merge or link now, whatever the
-    /// limits say (a person checked); when the customers or the identifier have moved on since
-    /// (merged, erased, linked elsewhere), there is nothing left to make and only the decision
-    /// is recorded. Rejecting records the decision.
-    pub fn decide(
-        &mut self,
-        review: u64,
-        approve: bool,
-        reason: &str,
-    ) -> Result<Vec<Change>, GraphError> {
-        let item = self
-            .review
-            .remove(&review)
-            .ok_or(GraphError::UnknownReview(review))?;
-        let cause = Cause::Manual {
-            reason: reason.to_owned(),
-        };
-        let mut changes = vec![Change::Decided {
-            review,
-            approved: approve,
-            cause: cause.clone(),
-        }];
-        if !approve || !self.customers.contains_key(&item.customer) {
-            return Ok(changes);
-        }
-        if let Some(other) = item.other
-            && other != item.customer
-            && self.customers.contains_key(&other)
-        {
-            self.absorb(item.customer, other, &cause, &mut changes);
-        }
-        if let Some(identifier) = item.identifier
-            && !self.holder.contains_key(&identifier)
-        {
-            self.link(item.customer, identifier, &cause, &mut changes);
-        }
-        Ok(changes)
     }
 
     fn create(&mut self, id: CustomerId, cause: &Cause, changes: &mut Vec<Change>) -> CustomerId {
@@ -419,6 +745,10 @@ impl IdentityGraph {
         let Some(gone) = self.customers.remove(&absorbed) else {
             return;
         };
+        let mut inherited = self.lineage.remove(&absorbed).unwrap_or_default();
+        inherited.insert(absorbed);
+        self.lineage.entry(survivor).or_default().extend(inherited);
+        self.absorbed_into.insert(absorbed, survivor);
         for identifier in &gone.identifiers {
             self.holder.insert(identifier.clone(), survivor);
         }
@@ -456,7 +786,7 @@ impl IdentityGraph {
             },
         );
         changes.push(Change::Refused {
-            review: id,
+            review: Some(id),
             customer,
             other,
             identifier,
