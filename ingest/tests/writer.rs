@@ -18,83 +18,54 @@ use common::{sale_json as sale, total_records, wire};
 
 mod common;
 
-/// The embedded log, with appends to one topic failing while `fail` is set.
-#[derive(Debug)]
-struct FailingLog {
-    inner: Arc<dyn EventLog>,
-    failing_topic: String,
+/// The embedded log with faults injected into its appends:
+/// - appends to `failing_topic` fail while `fail` is set;
+/// - with `lagging`, appends complete out of order: each is made (durable, in order) when it
+///   starts, but its future reports only after a delay that shrinks from one append to the
+///   next, so later rounds finish before earlier ones; the appends numbered in `lost_acks`
+///   report an error although their records landed (a lost acknowledgement).
+#[derive(Debug, Default)]
+struct FaultyLog {
+    inner: Option<Arc<dyn EventLog>>,
+    failing_topic: Option<String>,
     fail: AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl EventLog for FailingLog {
-    async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<TopicSpec, LogError> {
-        self.inner.ensure_topic(topic, partitions).await
-    }
-    async fn partitions(&self, topic: &str) -> Result<u32, LogError> {
-        self.inner.partitions(topic).await
-    }
-    async fn append(
-        &self,
-        topic: &str,
-        records: Vec<OutgoingRecord>,
-    ) -> Result<Vec<RecordPosition>, LogError> {
-        if topic == self.failing_topic && self.fail.load(Ordering::SeqCst) {
-            return Err(LogError::Storage("injected failure".into()));
-        }
-        self.inner.append(topic, records).await
-    }
-    async fn read(
-        &self,
-        topic: &str,
-        partition: u32,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<LogRecord>, LogError> {
-        self.inner.read(topic, partition, from, max).await
-    }
-    async fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
-        self.inner.watermarks(topic, partition).await
-    }
-    async fn commit(
-        &self,
-        group: &str,
-        topic: &str,
-        partition: u32,
-        next: u64,
-    ) -> Result<(), LogError> {
-        self.inner.commit(group, topic, partition, next).await
-    }
-    async fn committed(
-        &self,
-        group: &str,
-        topic: &str,
-        partition: u32,
-    ) -> Result<Option<u64>, LogError> {
-        self.inner.committed(group, topic, partition).await
-    }
-}
-
-/// The embedded log behind appends that complete out of order: each append is made (durable,
-/// in order) when it starts, but its future reports only after a delay that shrinks from one
-/// append to the next, so later rounds finish before earlier ones; the appends numbered in
-/// `fail` report an error although their records landed (a lost acknowledgement).
-#[derive(Debug)]
-struct LaggingLog {
-    inner: Arc<dyn EventLog>,
-    fail: Vec<usize>,
+    lagging: bool,
+    lost_acks: Vec<usize>,
     started: AtomicUsize,
     pending: Arc<AtomicUsize>,
     most_pending: Arc<AtomicUsize>,
 }
 
+impl FaultyLog {
+    fn failing(inner: Arc<dyn EventLog>, topic: &str) -> Self {
+        Self {
+            inner: Some(inner),
+            failing_topic: Some(topic.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    fn lagging(inner: Arc<dyn EventLog>, lost_acks: Vec<usize>) -> Self {
+        Self {
+            inner: Some(inner),
+            lagging: true,
+            lost_acks,
+            ..Self::default()
+        }
+    }
+
+    fn inner(&self) -> &dyn EventLog {
+        self.inner.as_deref().expect("a log behind")
+    }
+}
+
 #[async_trait::async_trait]
-impl EventLog for LaggingLog {
+impl EventLog for FaultyLog {
     async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<TopicSpec, LogError> {
-        self.inner.ensure_topic(topic, partitions).await
+        self.inner().ensure_topic(topic, partitions).await
     }
     async fn partitions(&self, topic: &str) -> Result<u32, LogError> {
-        self.inner.partitions(topic).await
+        self.inner().partitions(topic).await
     }
     async fn append(
         &self,
@@ -108,17 +79,23 @@ impl EventLog for LaggingLog {
         topic: &str,
         records: Vec<OutgoingRecord>,
     ) -> Result<PendingAppend, LogError> {
+        if self.failing_topic.as_deref() == Some(topic) && self.fail.load(Ordering::SeqCst) {
+            return Err(LogError::Storage("injected failure".into()));
+        }
         let number = self.started.fetch_add(1, Ordering::SeqCst);
-        let positions = self.inner.append(topic, records).await?;
+        let positions = self.inner().append(topic, records).await?;
+        if !self.lagging {
+            return Ok(Box::pin(std::future::ready(Ok(positions))));
+        }
         let now = self.pending.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_pending.fetch_max(now, Ordering::SeqCst);
         let pending = self.pending.clone();
         let delay = Duration::from_millis(5 * (6 - (number % 6)) as u64);
-        let fails = self.fail.contains(&number);
+        let lost = self.lost_acks.contains(&number);
         Ok(Box::pin(async move {
             tokio::time::sleep(delay).await;
             pending.fetch_sub(1, Ordering::SeqCst);
-            if fails {
+            if lost {
                 Err(LogError::Storage("acknowledgement lost".into()))
             } else {
                 Ok(positions)
@@ -132,10 +109,10 @@ impl EventLog for LaggingLog {
         from: u64,
         max: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
-        self.inner.read(topic, partition, from, max).await
+        self.inner().read(topic, partition, from, max).await
     }
     async fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
-        self.inner.watermarks(topic, partition).await
+        self.inner().watermarks(topic, partition).await
     }
     async fn commit(
         &self,
@@ -144,7 +121,7 @@ impl EventLog for LaggingLog {
         partition: u32,
         next: u64,
     ) -> Result<(), LogError> {
-        self.inner.commit(group, topic, partition, next).await
+        self.inner().commit(group, topic, partition, next).await
     }
     async fn committed(
         &self,
@@ -152,7 +129,7 @@ impl EventLog for LaggingLog {
         topic: &str,
         partition: u32,
     ) -> Result<Option<u64>, LogError> {
-        self.inner.committed(group, topic, partition).await
+        self.inner().committed(group, topic, partition).await
     }
 }
 
@@ -237,11 +214,7 @@ async fn duplicates_are_recognised_within_and_across_rounds_and_restarts() {
 async fn a_round_that_fails_half_way_is_not_appended_twice_on_retry() {
     let dir = tempfile::tempdir().expect("temp dir");
     let database = EmbeddedDatabase::open(dir.path()).expect("opens");
-    let failing = Arc::new(FailingLog {
-        inner: Arc::new(database.log()),
-        failing_topic: "events.dlq".into(),
-        fail: AtomicBool::new(false),
-    });
+    let failing = Arc::new(FaultyLog::failing(Arc::new(database.log()), "events.dlq"));
     let (intake, writer) = setup(&database, failing.clone()).await;
     let origin = Origin::channel("test");
     let round = || {
@@ -274,14 +247,8 @@ async fn a_round_that_fails_half_way_is_not_appended_twice_on_retry() {
 async fn rounds_in_flight_together_append_each_event_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let database = EmbeddedDatabase::open(dir.path()).expect("opens");
-    let lagging = Arc::new(LaggingLog {
-        inner: Arc::new(database.log()),
-        // Each submitter's ten batches take ten rounds at least: both failures happen.
-        fail: vec![2, 6],
-        started: AtomicUsize::new(0),
-        pending: Arc::default(),
-        most_pending: Arc::default(),
-    });
+    // Each submitter's ten batches take ten rounds at least: both lost acknowledgements happen.
+    let lagging = Arc::new(FaultyLog::lagging(Arc::new(database.log()), vec![2, 6]));
     let (intake, writer) = setup(&database, lagging.clone()).await;
     let intake = Arc::new(intake);
     // Sixteen submitters, ten batches each of twenty sales drawn from 300 serials, so the same

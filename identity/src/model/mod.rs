@@ -9,3 +9,17 @@ pub use graph::{
 };
 pub use preview::{Regrouping, RulePreview, preview};
 pub use rules::{Blocked, DEFAULT_RULES, Limit, Rules, RulesError, RulesFile};
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use kinfold_core::{Identifier, IdentifierKind};
+
+    /// An identifier, for the unit tests.
+    pub(crate) fn id(kind: IdentifierKind, issuer: &str, value: &str) -> Identifier {
+        Identifier {
+            kind,
+            issuer: issuer.into(),
+            value: value.into(),
+        }
+    }
+}

@@ -132,13 +132,7 @@ mod tests {
     use super::*;
     use kinfold_core::IdentifierKind;
 
-    fn id(kind: IdentifierKind, issuer: &str, value: &str) -> Identifier {
-        Identifier {
-            kind,
-            issuer: issuer.into(),
-            value: value.into(),
-        }
-    }
+    use crate::model::tests::id;
 
     fn event(n: u128) -> EventId {
         EventId(uuid::Uuid::from_u128(n))

@@ -230,13 +230,7 @@ impl Rules {
 mod tests {
     use super::*;
 
-    fn id(kind: IdentifierKind, issuer: &str, value: &str) -> Identifier {
-        Identifier {
-            kind,
-            issuer: issuer.into(),
-            value: value.into(),
-        }
-    }
+    use crate::model::tests::id;
 
     #[test]
     fn the_default_rules_rank_merge_and_limit_as_the_domain_says() {
