@@ -54,6 +54,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Identity resolution: preview a rule change.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -214,6 +219,25 @@ pub enum LogCommand {
         /// Which log.
         #[arg(long, value_enum, default_value = "canonical")]
         topic: LogTopic,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Re-resolve the canonical log's history under a proposed rule file and report which
+    /// customers would split or merge, changing nothing.
+    Preview {
+        /// The proposed rule file (TOML, like `identity/rules.default.toml`).
+        #[arg(long)]
+        rules: PathBuf,
+        /// The rule file in force (default: the compiled-in rules).
+        #[arg(long)]
+        current: Option<PathBuf>,
+        /// Print the whole preview as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         storage: StorageArgs,
     },

@@ -2,12 +2,15 @@
 
 mod demo;
 mod dlq;
+mod identity;
 mod import;
 mod log;
 mod publish;
 mod schemas;
 
-use crate::cli::{Cli, Command, ConfigCommand, ImportSource, LogCommand, ServeArgs, StorageArgs};
+use crate::cli::{
+    Cli, Command, ConfigCommand, IdentityCommand, ImportSource, LogCommand, ServeArgs, StorageArgs,
+};
 use crate::config::{AddrConfig, Config, FlagOverrides, LogJson, ServeConfig, StorageOverride};
 use anyhow::Context;
 
@@ -103,6 +106,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq { command } => {
             let config = load(&cli, None, None)?;
             dlq::run(&config, command, |explicit| server_url(explicit, &config)).await
+        }
+        Command::Identity {
+            command:
+                IdentityCommand::Preview {
+                    rules,
+                    current,
+                    json,
+                    storage,
+                },
+        } => {
+            let config = load(&cli, Some(storage), None)?;
+            identity::preview(config, rules, current.as_deref(), *json).await
         }
     }
 }

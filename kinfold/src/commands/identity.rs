@@ -1,0 +1,109 @@
+//! `kinfold identity preview`: what re-resolving the canonical log's history under a proposed
+//! rule file would change, without changing anything.
+//!
+//! The history is every canonical event with its identifiers, in receive-time order (then
+//! event time, then event id, so the order is the same on every run). The identity stage will
+//! fix the order of its own input log; until then this is the order ingest received events in.
+
+use crate::app::App;
+use crate::config::Config;
+use anyhow::Context;
+use kinfold_core::{EventId, Identifier};
+use kinfold_identity::model::{Rules, preview as preview_rules};
+use kinfold_schemas::codec::decode_framed_canonical;
+use std::path::Path;
+
+const CHUNK: usize = 5_000;
+
+fn rules_from(path: &Path) -> anyhow::Result<Rules> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the rule file {}", path.display()))?;
+    Rules::from_toml(&text).with_context(|| format!("{} is not a valid rule file", path.display()))
+}
+
+pub async fn preview(
+    config: Config,
+    proposed: &Path,
+    current: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let proposed = rules_from(proposed)?;
+    let current = match current {
+        Some(path) => rules_from(path)?,
+        None => Rules::default_rules(),
+    };
+    let app = App::open(config).await?;
+    let topic = app.config.topics.canonical.clone();
+    let log = &app.backends.log;
+    let mut history: Vec<((i64, i64, EventId), Vec<Identifier>)> = Vec::new();
+    for partition in 0..log.partitions(&topic).await? {
+        let mut next = 0;
+        loop {
+            let records = log.read(&topic, partition, next, CHUNK).await?;
+            let Some(last) = records.last() else {
+                break;
+            };
+            next = last.offset + 1;
+            for record in &records {
+                let event =
+                    decode_framed_canonical(&record.value, &app.registry).with_context(|| {
+                        format!("{topic}/{partition}@{} does not decode", record.offset)
+                    })?;
+                history.push((
+                    (event.receive_time, event.event_time, event.event_id),
+                    event.identifiers,
+                ));
+            }
+        }
+    }
+    history.sort_by_key(|(order, _)| *order);
+    let preview = preview_rules(
+        &current,
+        &proposed,
+        history
+            .iter()
+            .map(|((_, _, event_id), identifiers)| (*event_id, identifiers.as_slice())),
+    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&preview)?);
+        return Ok(());
+    }
+    println!(
+        "{} events re-resolved: {} customers now, {} under the proposed rules",
+        preview.events, preview.customers_now, preview.customers_after
+    );
+    println!(
+        "{} customers would split, {} customers would come from merges",
+        preview.splits.len(),
+        preview.merges.len()
+    );
+    println!(
+        "identifiers: {} no longer held, {} newly held; review queue: {} now, {} after",
+        preview.identifiers_dropped,
+        preview.identifiers_added,
+        preview.review_now,
+        preview.review_after
+    );
+    for split in preview.splits.iter().take(20) {
+        let groups: Vec<String> = split
+            .groups
+            .iter()
+            .map(|group| {
+                group
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        println!("split {}: {}", split.customer, groups.join(" | "));
+    }
+    for merge in preview.merges.iter().take(20) {
+        println!(
+            "merge into {}: {} customers",
+            merge.customer,
+            merge.groups.len()
+        );
+    }
+    Ok(())
+}
