@@ -134,6 +134,8 @@ struct Oracle {
     review: Vec<OracleReview>,
     history: Vec<Op>,
     apart: Vec<KeptApart>,
+    /// Every event resolved, and to whom then.
+    events: Vec<(EventId, Option<CustomerId>)>,
 }
 
 impl Oracle {
@@ -173,10 +175,23 @@ impl Oracle {
         self.customers.remove(absorbed);
     }
 
-    /// Returns the customer the event resolved to.
+    /// The live customer that is `id` or absorbed it.
+    fn current(&self, id: CustomerId) -> Option<CustomerId> {
+        self.customers
+            .iter()
+            .find(|customer| customer.id == id || customer.absorbed.contains(&id))
+            .map(|customer| customer.id)
+    }
+
+    /// Returns the customer the event resolved to; an event seen before changes nothing.
     fn observe(&mut self, event: EventId, identifiers: &[Identifier]) -> Option<CustomerId> {
+        if let Some((_, resolved)) = self.events.iter().find(|(seen, _)| *seen == event) {
+            return resolved.and_then(|id| self.current(id));
+        }
         self.history.push(Op::Observe(event, identifiers.to_vec()));
-        self.resolve(event, identifiers)
+        let resolved = self.resolve(event, identifiers);
+        self.events.push((event, resolved));
+        resolved
     }
 
     fn resolve(&mut self, event: EventId, identifiers: &[Identifier]) -> Option<CustomerId> {
@@ -357,7 +372,8 @@ impl Oracle {
         for (at, op) in history.iter().enumerate() {
             match op {
                 Op::Observe(event, identifiers) => {
-                    fresh.resolve(*event, identifiers);
+                    let resolved = fresh.resolve(*event, identifiers);
+                    fresh.events.push((*event, resolved));
                 }
                 Op::Merge(survivor, absorbed) => {
                     fresh.merge_at(at, *survivor, *absorbed);
@@ -449,6 +465,7 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
     let mut erased = 0;
     let mut decided = 0;
     let mut splits = 0;
+    let mut redelivered = 0;
     let snapshot = |graph: &IdentityGraph| -> BTreeMap<CustomerId, BTreeSet<Identifier>> {
         graph
             .customers()
@@ -459,6 +476,7 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut graph = IdentityGraph::new(rules.clone());
         let mut oracle = Oracle::default();
+        let mut delivered: Vec<(EventId, Vec<Identifier>)> = Vec::new();
         for step in 0..400u64 {
             operations += 1;
             let dice = rng.random_range(0..100);
@@ -499,12 +517,22 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
                     }
                 }
             } else if dice < 92 {
-                let count = rng.random_range(1..=4);
-                let identifiers: Vec<Identifier> =
-                    (0..count).map(|_| random_identifier(&mut rng)).collect();
-                let event = EventId(uuid::Uuid::from_u128(
-                    u128::from(seed) << 32 | u128::from(step),
-                ));
+                // Now and then an earlier event is delivered again, with its identifiers.
+                let again = dice >= 86 && !delivered.is_empty();
+                let (event, identifiers) = if again {
+                    delivered[rng.random_range(0..delivered.len())].clone()
+                } else {
+                    let count = rng.random_range(1..=4);
+                    let identifiers: Vec<Identifier> =
+                        (0..count).map(|_| random_identifier(&mut rng)).collect();
+                    let event = EventId(uuid::Uuid::from_u128(
+                        u128::from(seed) << 32 | u128::from(step),
+                    ));
+                    delivered.push((event, identifiers.clone()));
+                    (event, identifiers)
+                };
+                let before = snapshot(&graph);
+                let review_before = graph.review().count();
                 let resolution = graph.observe(event, &identifiers);
                 let expected = oracle.observe(event, &identifiers);
                 assert_eq!(
@@ -512,6 +540,12 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
                     "seed {seed} step {step}: {identifiers:?}"
                 );
                 resolved += usize::from(expected.is_some());
+                if again {
+                    assert!(resolution.changes.is_empty(), "seed {seed} step {step}");
+                    assert_eq!(snapshot(&graph), before, "seed {seed} step {step}");
+                    assert_eq!(graph.review().count(), review_before);
+                    redelivered += 1;
+                }
                 for change in &resolution.changes {
                     match change {
                         Change::Merged { .. } => automatic_merges += 1,
@@ -562,4 +596,5 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
     assert!(erased > 500, "{erased} customers erased");
     assert!(decided > 1_000, "{decided} review decisions");
     assert!(splits > 300, "{splits} splits");
+    assert!(redelivered > 3_000, "{redelivered} events delivered again");
 }

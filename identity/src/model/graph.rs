@@ -239,6 +239,8 @@ pub struct IdentityGraph {
     apart: Vec<Apart>,
     /// Every event observed and the customer it resolved to then.
     events: Vec<(EventId, Option<CustomerId>)>,
+    /// Where each event is in `events`: an event delivered again changes nothing.
+    seen: HashMap<EventId, usize>,
 }
 
 impl IdentityGraph {
@@ -257,6 +259,7 @@ impl IdentityGraph {
             erased: HashSet::new(),
             apart: Vec::new(),
             events: Vec::new(),
+            seen: HashMap::new(),
         }
     }
 
@@ -341,7 +344,17 @@ impl IdentityGraph {
     }
 
     /// Resolves the identifiers of event `event_id` (see the module's documentation).
+    ///
+    /// An event seen before (delivered again: delivery is at least once) changes nothing and
+    /// goes to the customer it belongs to now; it is not recorded again.
     pub fn observe(&mut self, event_id: EventId, identifiers: &[Identifier]) -> Resolution {
+        if let Some(&index) = self.seen.get(&event_id) {
+            return Resolution {
+                customer: self.events[index].1.and_then(|c| self.current(c)),
+                blocked: Vec::new(),
+                changes: Vec::new(),
+            };
+        }
         let resolution = self.resolve(event_id, identifiers);
         self.inputs.push(Input::Observe {
             event_id,
@@ -611,6 +624,7 @@ impl IdentityGraph {
         }
         // Strongest first; equal kinds in value order, so the input order never matters.
         usable.sort_by(|a, b| (self.rules.rank(a.kind), *a).cmp(&(self.rules.rank(b.kind), *b)));
+        self.seen.insert(event_id, self.events.len());
         if usable.is_empty() {
             self.events.push((event_id, None));
             return Resolution {
