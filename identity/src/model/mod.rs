@@ -5,7 +5,7 @@ pub mod preview;
 pub mod rules;
 
 pub use graph::{
-    Cause, Change, Customer, CustomerId, GraphError, IdentityGraph, Resolution, ReviewItem,
+    Cause, Change, Customer, CustomerId, GraphError, IdentityGraph, Input, Resolution, ReviewItem,
 };
 pub use preview::{Regrouping, RulePreview, preview};
 pub use rules::{Blocked, DEFAULT_RULES, Limit, Rules, RulesError, RulesFile};
