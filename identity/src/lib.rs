@@ -14,3 +14,4 @@
 
 pub mod model;
 pub mod records;
+pub mod stage;

@@ -459,6 +459,24 @@ impl IdentityGraph {
         Ok(changes)
     }
 
+    /// Applies a decision by hand that comes as an input (as `identity.inputs` carries it):
+    /// a review decision names what was refused rather than a review number. An event is not a
+    /// decision: use [`Self::observe`].
+    pub fn apply_decision(&mut self, input: Input) -> Result<Vec<Change>, GraphError> {
+        match input {
+            Input::Split {
+                customer,
+                restored,
+                reason,
+            } => self.split(customer, restored, &reason),
+            Input::Observe {
+                event_id,
+                identifiers,
+            } => Ok(self.observe(event_id, &identifiers).changes),
+            decision => self.decision(decision),
+        }
+    }
+
     /// Applies a decision by hand and records it.
     fn decision(&mut self, input: Input) -> Result<Vec<Change>, GraphError> {
         let changes = self.apply(self.inputs.len(), &input)?;

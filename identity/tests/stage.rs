@@ -1,0 +1,292 @@
+//! The identity stage over the embedded log: canonical events written by the ingest writer are
+//! forwarded to `identity.inputs`, resolved, and land in `events.resolved` keyed by customer,
+//! with their changes in `identity.changes`. Expected customers are worked out by hand from the
+//! default rules. A second resolve run, starting with no graph, rebuilds it from the input log
+//! and applies a split written to `identity.inputs` as a decision; inputs delivered twice
+//! change nothing.
+
+use kinfold_core::EventId;
+use kinfold_core::ports::{EventLog, GroupOptions};
+use kinfold_core::stage::{Processor, StageConfig, StageReport, StageStatus, run_stage};
+use kinfold_core::time::FixedClock;
+use kinfold_identity::model::{Change, CustomerId, Input, Rules};
+use kinfold_identity::records::InputRecord;
+use kinfold_identity::stage::{ForwardProcessor, IdentityTopics, ResolveProcessor};
+use kinfold_ingest::{IngestLimits, IngestWriter, Intake, Origin, Topics};
+use kinfold_schemas::{Catalog, SchemaRegistry};
+use kinfold_storage::EmbeddedDatabase;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Fixture {
+    log: Arc<dyn EventLog>,
+    registry: Arc<SchemaRegistry>,
+    intake: Intake,
+    writer: IngestWriter,
+    topics: IdentityTopics,
+}
+
+async fn fixture(database: &EmbeddedDatabase) -> Fixture {
+    let log: Arc<dyn EventLog> = Arc::new(database.log());
+    let kv = Arc::new(database.kv());
+    let registry = Arc::new(SchemaRegistry::open(kv.clone()).await.expect("registry"));
+    registry
+        .register_catalog(&Catalog::embedded())
+        .await
+        .expect("catalog");
+    // One canonical partition, so that the events reach the graph in the order written.
+    let canonical = Topics {
+        canonical_partitions: 1,
+        ..Topics::default()
+    };
+    let writer = IngestWriter::start(log.clone(), kv, &registry, canonical)
+        .await
+        .expect("writer");
+    let intake = Intake::new(
+        registry.clone(),
+        IngestLimits::default(),
+        Arc::new(FixedClock(1_795_176_000_000_000)),
+    );
+    // One partition of changes, so that reading them back gives them in the order written.
+    let topics = IdentityTopics {
+        changes_partitions: 1,
+        ..IdentityTopics::default()
+    };
+    topics.ensure(log.as_ref()).await.expect("topics");
+    Fixture {
+        log,
+        registry,
+        intake,
+        writer,
+        topics,
+    }
+}
+
+fn wechat(event_type: &str, openid: &str, occurred_at: i64, phone: Option<&str>) -> Value {
+    json!({
+        "type": "wechat.event", "event_type": event_type, "app_id": "wxmp0001",
+        "openid": openid, "unionid": format!("u-{openid}"), "occurred_at": occurred_at,
+        "phone": phone, "phone_consent": phone.map(|_| true)
+    })
+}
+
+fn membership(event_type: &str, reference: &str, occurred_at: i64, phone: Option<&str>) -> Value {
+    json!({
+        "type": "membership.event", "event_type": event_type, "brand": "kinfold-demo",
+        "member_card": "M1", "event_ref": reference, "occurred_at": occurred_at, "phone": phone
+    })
+}
+
+/// Runs `processor` over `topic` until its group has committed every partition's end.
+async fn run_until_caught_up<P: Processor>(
+    fixture: &Fixture,
+    processor: P,
+    group: &str,
+    topic: &str,
+    max_in_flight: usize,
+) -> StageReport<P::Tally> {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut options = GroupOptions::new(group, vec![topic.to_owned()]);
+    options.batch = 2;
+    let mut config = StageConfig::new(group);
+    config.max_in_flight = max_in_flight;
+    config.idle = Duration::from_millis(10);
+    config.commit_interval = Duration::from_millis(20);
+    let stage = tokio::spawn(run_stage(
+        fixture.log.clone(),
+        Arc::new(processor),
+        options,
+        config,
+        Arc::new(StageStatus::default()),
+        shutdown,
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    'wait: loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{group} did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for partition in 0..fixture.log.partitions(topic).await.expect("partitions") {
+            let (_, high) = fixture
+                .log
+                .watermarks(topic, partition)
+                .await
+                .expect("marks");
+            let committed = fixture
+                .log
+                .committed(group, topic, partition)
+                .await
+                .expect("committed")
+                .unwrap_or(0);
+            if committed < high {
+                continue 'wait;
+            }
+        }
+        break;
+    }
+    stop.send(true).expect("stop");
+    stage.await.expect("stage task").expect("stage ran")
+}
+
+/// Every record of `topic`, from every partition.
+async fn all(log: &dyn EventLog, topic: &str) -> Vec<kinfold_core::ports::LogRecord> {
+    let mut records = Vec::new();
+    for partition in 0..log.partitions(topic).await.expect("partitions") {
+        records.extend(log.read(topic, partition, 0, 100_000).await.expect("read"));
+    }
+    records
+}
+
+/// The customer (record key) of each resolved event, by event id; all copies must agree.
+async fn resolved(fixture: &Fixture) -> BTreeMap<EventId, CustomerId> {
+    let mut customers = BTreeMap::new();
+    for record in all(fixture.log.as_ref(), &fixture.topics.resolved).await {
+        let event =
+            kinfold_schemas::codec::decode_framed_canonical(&record.value, &fixture.registry)
+                .expect("a canonical frame");
+        let key = String::from_utf8(record.key.expect("keyed").to_vec()).expect("utf-8");
+        let customer = CustomerId(key.parse().expect("a customer id"));
+        if let Some(earlier) = customers.insert(event.event_id, customer) {
+            assert_eq!(earlier, customer, "copies of {} disagree", event.event_id);
+        }
+    }
+    customers
+}
+
+async fn changes(fixture: &Fixture) -> Vec<Change> {
+    all(fixture.log.as_ref(), &fixture.topics.changes)
+        .await
+        .iter()
+        .map(|record| serde_json::from_slice(&record.value).expect("a change"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_resolve_to_customers_and_a_split_moves_them_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = EmbeddedDatabase::open(dir.path()).expect("opens");
+    let fixture = fixture(&database).await;
+    let origin = Origin::channel("test");
+    let events = [
+        membership("REGISTERED", "CRM-1", 1_767_230_000_000_000, None),
+        wechat("MINI_PROGRAM_LOGIN", "o-1", 1_767_231_000_000_000, None),
+        wechat(
+            "PHONE_BOUND",
+            "o-1",
+            1_767_232_000_000_000,
+            Some("13912345678"),
+        ),
+        membership(
+            "PROFILE_UPDATED",
+            "CRM-2",
+            1_767_233_000_000_000,
+            Some("13912345678"),
+        ),
+        wechat("MINI_PROGRAM_LOGIN", "o-2", 1_767_234_000_000_000, None),
+    ];
+    let mut ids = Vec::new();
+    for event in &events {
+        let outcome = fixture
+            .writer
+            .submit(vec![fixture.intake.json(&event.to_string(), &origin)])
+            .await
+            .expect("written");
+        let kinfold_ingest::IngestOutcome::Accepted { event_id, .. } = &outcome[0] else {
+            panic!("accepted: {outcome:?}");
+        };
+        ids.push(event_id.parse::<EventId>().expect("an event id"));
+    }
+    run_until_caught_up(
+        &fixture,
+        ForwardProcessor::new(fixture.log.clone(), fixture.topics.clone()),
+        "identity-forward",
+        "events.canonical",
+        8,
+    )
+    .await;
+    assert_eq!(
+        all(fixture.log.as_ref(), &fixture.topics.inputs)
+            .await
+            .len(),
+        5
+    );
+    let resolve = || {
+        ResolveProcessor::new(
+            fixture.log.clone(),
+            fixture.registry.clone(),
+            Rules::default_rules(),
+            fixture.topics.clone(),
+        )
+    };
+    let report = run_until_caught_up(&fixture, resolve(), "identity", "identity.inputs", 1).await;
+    assert_eq!(report.tally.events, 5);
+    assert_eq!(report.tally.unreadable, 0);
+
+    // By hand, with the default rules: the member (card M1) and the shopper (openid o-1 and its
+    // unionid) are two customers until the member gives the phone the shopper bound; then the
+    // member, created first, absorbs the shopper. The second shopper is a third customer.
+    let member = CustomerId::first_seen_in(&ids[0]);
+    let shopper = CustomerId::first_seen_in(&ids[1]);
+    let other = CustomerId::first_seen_in(&ids[4]);
+    let expected: BTreeMap<EventId, CustomerId> = ids
+        .iter()
+        .copied()
+        .zip([member, shopper, shopper, member, other])
+        .collect();
+    assert_eq!(resolved(&fixture).await, expected);
+    let first_changes = changes(&fixture).await;
+    assert!(first_changes.iter().any(|change| matches!(
+        change,
+        Change::Merged { survivor, absorbed, .. } if (*survivor, *absorbed) == (member, shopper)
+    )));
+
+    // A person splits them, through identity.inputs; and every event is delivered again.
+    let split = InputRecord::Decision(Input::Split {
+        customer: member,
+        restored: shopper,
+        reason: "two people".into(),
+    });
+    let mut again = vec![split.outgoing(0)];
+    for record in all(fixture.log.as_ref(), "events.canonical").await {
+        again.push(InputRecord::Event(record.value).outgoing(0));
+    }
+    fixture
+        .log
+        .append(&fixture.topics.inputs, again)
+        .await
+        .expect("appended");
+    // A fresh processor: no graph until it rebuilds one from the inputs already committed.
+    let report = run_until_caught_up(&fixture, resolve(), "identity", "identity.inputs", 1).await;
+    assert_eq!(report.tally.decisions, 1);
+    assert_eq!(report.tally.refused_decisions, 0);
+    assert_eq!(report.tally.events, 5, "the deliveries again");
+    let later: Vec<Change> = changes(&fixture).await[first_changes.len()..].to_vec();
+    let moved: Vec<(EventId, Option<CustomerId>, Option<CustomerId>)> = later
+        .iter()
+        .filter_map(|change| match change {
+            Change::Moved { event_id, from, to } => Some((*event_id, *from, *to)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(later[0], Change::Split { customer, restored, .. } if (customer, restored) == (member, shopper))
+    );
+    assert_eq!(
+        moved,
+        vec![
+            (ids[1], Some(member), Some(shopper)),
+            (ids[2], Some(member), Some(shopper)),
+        ],
+        "the shopper's events go back to the shopper"
+    );
+    assert_eq!(
+        later.len(),
+        3,
+        "events delivered again change nothing: {later:?}"
+    );
+    // The copies written again carry the customers the events belong to now.
+    assert_eq!(resolved(&fixture).await, expected);
+}
