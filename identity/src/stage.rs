@@ -8,16 +8,22 @@
 //!   each input into the identity graph: events go to `events.resolved` keyed by their customer,
 //!   every change to `identity.changes`. A batch is done once both appends are durable.
 //!
-//! The graph is the fold of `identity.inputs` up to the position being processed: when a
-//! batch does not start where the graph stands (a restart, a retry after a failed append, the
-//! partition coming back after a rebalance), the graph is first rebuilt from the log up to the
-//! batch's first offset. Replaying a batch gives the same customers, so what a crash makes the
-//! stage write twice is written twice identically. (Snapshots in the key-value store, to start
-//! without reading the whole input log, come later.)
+//! The graph is the fold of `identity.inputs` up to the position being processed. Its state
+//! is kept in the key-value store (table `identity_state`, one partition: the graph's inputs,
+//! one row each, and the position in `identity.inputs` they reach), written in one atomic batch
+//! after each batch's outputs are durable and before its offset is committed. When a batch does
+//! not start where the graph in memory stands (a restart, a retry after a failed append, the
+//! partition coming back after a rebalance), the graph is loaded from that state; inputs it
+//! already covers are skipped (their outputs are durable). Without a state (or one behind the
+//! batch) the graph is rebuilt from `identity.inputs` itself. Replaying a batch gives the same
+//! customers, so what a crash makes the stage write twice is written twice identically.
 
-use crate::model::{IdentityGraph, Rules};
+use crate::model::{IdentityGraph, Input, Rules};
 use crate::records::{InputRecord, change_record, resolved_record};
-use kinfold_core::ports::{EventLog, LogError, LogRecord, OutgoingRecord, TopicPartition};
+use bytes::Bytes;
+use kinfold_core::ports::{
+    EventLog, KvError, KvMutation, KvStore, LogError, LogRecord, OutgoingRecord, TopicPartition,
+};
 use kinfold_core::stage::Processor;
 use kinfold_schemas::SchemaRegistry;
 use kinfold_schemas::codec::decode_framed_canonical;
@@ -105,6 +111,10 @@ pub struct ResolveTally {
     /// Inputs that could not be read: logged and skipped (they stay in `identity.inputs`).
     pub unreadable: u64,
     pub changes: u64,
+    /// Times the graph was loaded from its state in the key-value store.
+    pub loaded_from_state: u64,
+    /// Times the graph was rebuilt by reading `identity.inputs` from the start.
+    pub rebuilt_from_log: u64,
 }
 
 impl AddAssign for ResolveTally {
@@ -115,6 +125,8 @@ impl AddAssign for ResolveTally {
         self.refused_decisions += other.refused_decisions;
         self.unreadable += other.unreadable;
         self.changes += other.changes;
+        self.loaded_from_state += other.loaded_from_state;
+        self.rebuilt_from_log += other.rebuilt_from_log;
     }
 }
 
@@ -123,6 +135,19 @@ impl AddAssign for ResolveTally {
 struct Folded {
     graph: IdentityGraph,
     next: u64,
+    /// How many of the graph's inputs the key-value state holds.
+    persisted: usize,
+}
+
+const STATE_TABLE: &str = "identity_state";
+const STATE_PARTITION: &[u8] = b"graph";
+const POSITION_KEY: &[u8] = b"p";
+const INPUT_PREFIX: u8 = b'i';
+
+fn input_key(sequence: usize) -> Bytes {
+    let mut key = vec![INPUT_PREFIX];
+    key.extend_from_slice(&(sequence as u64).to_be_bytes());
+    Bytes::from(key)
 }
 
 /// Folds `identity.inputs` into the identity graph.
@@ -132,6 +157,8 @@ pub struct ResolveProcessor {
     registry: Arc<SchemaRegistry>,
     rules: Rules,
     topics: IdentityTopics,
+    /// Where the graph's state is kept; without it the graph is rebuilt from the log.
+    state: Option<Arc<dyn KvStore>>,
     /// `None` until the graph is built, and again after a failed batch.
     folded: Mutex<Option<Folded>>,
 }
@@ -141,6 +168,10 @@ pub struct ResolveProcessor {
 pub enum ResolveError {
     #[error("event log: {0}")]
     Log(#[from] LogError),
+    #[error("identity state: {0}")]
+    State(#[from] KvError),
+    #[error("identity state: an input does not read back: {0}")]
+    CorruptState(String),
 }
 
 /// How many input records a rebuild reads at a time.
@@ -158,8 +189,83 @@ impl ResolveProcessor {
             registry,
             rules,
             topics,
+            state: None,
             folded: Mutex::new(None),
         }
+    }
+
+    /// Keeps the graph's state in `kv`, with its position.
+    #[must_use]
+    pub fn with_state(mut self, kv: Arc<dyn KvStore>) -> Self {
+        self.state = Some(kv);
+        self
+    }
+
+    /// The graph as the key-value state has it, if there is one.
+    async fn load(&self) -> Result<Option<Folded>, ResolveError> {
+        let Some(kv) = &self.state else {
+            return Ok(None);
+        };
+        let Some(position) = kv.get(STATE_TABLE, STATE_PARTITION, POSITION_KEY).await? else {
+            return Ok(None);
+        };
+        let next = u64::from_be_bytes(
+            position[..]
+                .try_into()
+                .map_err(|_| ResolveError::CorruptState("position".into()))?,
+        );
+        let mut inputs: Vec<Input> = Vec::new();
+        let mut from = input_key(0);
+        loop {
+            let rows = kv
+                .scan_partition(STATE_TABLE, STATE_PARTITION, &from, REBUILD_CHUNK)
+                .await?;
+            let mut more = false;
+            for row in &rows {
+                if row.clustering_key.first() != Some(&INPUT_PREFIX) {
+                    more = false;
+                    break;
+                }
+                inputs.push(
+                    serde_json::from_slice(&row.value)
+                        .map_err(|error| ResolveError::CorruptState(error.to_string()))?,
+                );
+                more = true;
+            }
+            if !more || rows.len() < REBUILD_CHUNK {
+                break;
+            }
+            from = input_key(inputs.len());
+        }
+        let persisted = inputs.len();
+        Ok(Some(Folded {
+            graph: IdentityGraph::replay(self.rules.clone(), &inputs),
+            next,
+            persisted,
+        }))
+    }
+
+    /// Writes the inputs the state lacks, and the position, in one atomic batch.
+    async fn persist(&self, folded: &mut Folded) -> Result<(), ResolveError> {
+        let Some(kv) = &self.state else {
+            return Ok(());
+        };
+        let inputs = folded.graph.inputs();
+        let mut mutations = Vec::with_capacity(inputs.len() - folded.persisted + 1);
+        for (sequence, input) in inputs.iter().enumerate().skip(folded.persisted) {
+            mutations.push(KvMutation::Put {
+                clustering_key: input_key(sequence),
+                value: Bytes::from(serde_json::to_vec(input).expect("inputs serialise")),
+            });
+        }
+        mutations.push(KvMutation::Put {
+            clustering_key: Bytes::from_static(POSITION_KEY),
+            value: Bytes::copy_from_slice(&folded.next.to_be_bytes()),
+        });
+        kv.apply(STATE_TABLE, STATE_PARTITION, mutations, true)
+            .await?;
+        folded.persisted = inputs.len();
+        Ok(())
     }
 
     /// A graph folded from `identity.inputs` up to (not including) `until`.
@@ -167,6 +273,7 @@ impl ResolveProcessor {
         let mut folded = Folded {
             graph: IdentityGraph::new(self.rules.clone()),
             next: 0,
+            persisted: 0,
         };
         while folded.next < until {
             let records = self
@@ -276,12 +383,25 @@ impl Processor for ResolveProcessor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let mut folded = match current {
-            Some(folded) if folded.next == first => folded,
-            _ => self.rebuild(first).await?,
-        };
         let mut output = Folding::default();
+        let mut folded = match current {
+            Some(folded) if folded.next >= first => folded,
+            _ => match self.load().await? {
+                Some(loaded) if loaded.next >= first => {
+                    output.tally.loaded_from_state += 1;
+                    loaded
+                }
+                _ => {
+                    output.tally.rebuilt_from_log += 1;
+                    self.rebuild(first).await?
+                }
+            },
+        };
         for record in records {
+            // Folded before (its outputs are durable): a batch replayed after a crash.
+            if record.offset < folded.next {
+                continue;
+            }
             let folding = self.fold(&mut folded.graph, record);
             output.extend(folding);
             folded.next = record.offset + 1;
@@ -294,6 +414,7 @@ impl Processor for ResolveProcessor {
         // batch (this one again) finds no graph and rebuilds it from the log.
         resolved?;
         changes?;
+        self.persist(&mut folded).await?;
         *self.folded.lock().unwrap_or_else(PoisonError::into_inner) = Some(folded);
         Ok(output.tally)
     }

@@ -1,8 +1,9 @@
 //! The identity stage over the embedded log: canonical events written by the ingest writer are
 //! forwarded to `identity.inputs`, resolved, and land in `events.resolved` keyed by customer,
 //! with their changes in `identity.changes`. Expected customers are worked out by hand from the
-//! default rules. A second resolve run, starting with no graph, rebuilds it from the input log
-//! and applies a split written to `identity.inputs` as a decision; inputs delivered twice
+//! default rules. A second resolve run, starting with no graph in memory, loads it from its
+//! state in the key-value store and applies a split written to `identity.inputs` as a
+//! decision; a third, with no state, rebuilds it from the input log; inputs delivered twice
 //! change nothing.
 
 use kinfold_core::EventId;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 struct Fixture {
     log: Arc<dyn EventLog>,
+    kv: Arc<dyn kinfold_core::ports::KvStore>,
     registry: Arc<SchemaRegistry>,
     intake: Intake,
     writer: IngestWriter,
@@ -57,6 +59,7 @@ async fn fixture(database: &EmbeddedDatabase) -> Fixture {
     topics.ensure(log.as_ref()).await.expect("topics");
     Fixture {
         log,
+        kv: Arc::new(database.kv()),
         registry,
         intake,
         writer,
@@ -213,7 +216,7 @@ async fn events_resolve_to_customers_and_a_split_moves_them_back() {
             .len(),
         5
     );
-    let resolve = || {
+    let stateless = || {
         ResolveProcessor::new(
             fixture.log.clone(),
             fixture.registry.clone(),
@@ -221,6 +224,7 @@ async fn events_resolve_to_customers_and_a_split_moves_them_back() {
             fixture.topics.clone(),
         )
     };
+    let resolve = || stateless().with_state(fixture.kv.clone());
     let report = run_until_caught_up(&fixture, resolve(), "identity", "identity.inputs", 1).await;
     assert_eq!(report.tally.events, 5);
     assert_eq!(report.tally.unreadable, 0);
@@ -258,8 +262,15 @@ async fn events_resolve_to_customers_and_a_split_moves_them_back() {
         .append(&fixture.topics.inputs, again)
         .await
         .expect("appended");
-    // A fresh processor: no graph until it rebuilds one from the inputs already committed.
+    // A fresh processor (as after a restart): it loads the graph from its state.
     let report = run_until_caught_up(&fixture, resolve(), "identity", "identity.inputs", 1).await;
+    assert_eq!(
+        (
+            report.tally.loaded_from_state,
+            report.tally.rebuilt_from_log
+        ),
+        (1, 0)
+    );
     assert_eq!(report.tally.decisions, 1);
     assert_eq!(report.tally.refused_decisions, 0);
     assert_eq!(report.tally.events, 5, "the deliveries again");
@@ -288,5 +299,30 @@ async fn events_resolve_to_customers_and_a_split_moves_them_back() {
         "events delivered again change nothing: {later:?}"
     );
     // The copies written again carry the customers the events belong to now.
+    assert_eq!(resolved(&fixture).await, expected);
+
+    // Without a state, a processor rebuilds the graph by reading identity.inputs: the same
+    // graph, so one more delivery of an event changes nothing there either.
+    let first = all(fixture.log.as_ref(), "events.canonical")
+        .await
+        .remove(0);
+    fixture
+        .log
+        .append(
+            &fixture.topics.inputs,
+            vec![InputRecord::Event(first.value).outgoing(0)],
+        )
+        .await
+        .expect("appended");
+    let report = run_until_caught_up(&fixture, stateless(), "identity", "identity.inputs", 1).await;
+    assert_eq!(
+        (
+            report.tally.loaded_from_state,
+            report.tally.rebuilt_from_log
+        ),
+        (0, 1)
+    );
+    assert_eq!(report.tally.changes, 0);
+    assert_eq!(changes(&fixture).await.len(), first_changes.len() + 3);
     assert_eq!(resolved(&fixture).await, expected);
 }
