@@ -210,6 +210,10 @@ pub enum DlqCommand {
 pub enum LogTopic {
     Canonical,
     Dlq,
+    /// `events.resolved`: each event with the customer it resolved to.
+    Resolved,
+    /// `identity.changes`.
+    IdentityChanges,
 }
 
 #[derive(Debug, Subcommand)]

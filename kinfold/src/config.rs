@@ -25,6 +25,16 @@ pub struct Config {
     pub sources: Sources,
     #[serde(default)]
     pub serve: ServeConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+}
+
+/// Identity resolution.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// A rule file (TOML, like `identity/rules.default.toml`); empty: the compiled-in rules.
+    pub rules: String,
 }
 
 /// Where schemas live.
@@ -39,13 +49,13 @@ pub struct RegistryConfig {
 }
 
 /// The stages a process runs.
-pub const STAGES: &[&str] = &["ingest"];
+pub const STAGES: &[&str] = &["ingest", "identity"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
-    /// Stages this process runs: any of `ingest` (more arrive with later stages), or `all`, or
-    /// none (`[]`): then the process serves HTTP only.
+    /// Stages this process runs: any of `ingest`, `identity` (more arrive with later stages),
+    /// or `all`, or none (`[]`): then the process serves HTTP only.
     pub stages: Vec<String>,
 }
 

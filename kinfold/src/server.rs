@@ -4,9 +4,11 @@ use crate::app::App;
 use crate::config::Config;
 use crate::http::{self, HttpState};
 use anyhow::Context;
-use kinfold_core::ports::GroupOptions;
-use kinfold_core::stage::{StageConfig, StageStatus};
-use kinfold_ingest::stage::{IngestProcessor, run_ingest_stage};
+use kinfold_core::ports::{EventLog, GroupOptions};
+use kinfold_core::stage::{Processor, StageConfig, StageStatus, run_stage};
+use kinfold_identity::model::Rules;
+use kinfold_identity::stage::{ForwardProcessor, IdentityTopics, ResolveProcessor};
+use kinfold_ingest::stage::IngestProcessor;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,8 +32,50 @@ pub struct RunningStage {
     pub status: Arc<StageStatus>,
 }
 
-/// Starts the ingest stage over the configured source topics; it runs until `shutdown`, and
-/// rejoins its group after a failure rather than taking the process down.
+/// Runs a stage until `shutdown`; after a failure it rejoins its group (in 1 s) rather than
+/// taking the process down.
+fn supervise<P: Processor>(
+    name: &'static str,
+    log: Arc<dyn EventLog>,
+    processor: Arc<P>,
+    options: GroupOptions,
+    config: StageConfig,
+    shutdown: watch::Receiver<bool>,
+) -> (RunningStage, tokio::task::JoinHandle<()>) {
+    let status = Arc::new(StageStatus::default());
+    let task = tokio::spawn({
+        let status = status.clone();
+        async move {
+            loop {
+                let run = run_stage(
+                    log.clone(),
+                    processor.clone(),
+                    options.clone(),
+                    config.clone(),
+                    status.clone(),
+                    shutdown.clone(),
+                )
+                .await;
+                match run {
+                    Ok(report) => {
+                        tracing::info!(stage = name, ?report, "stage stopped");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::error!(stage = name, %error, "stage failed; rejoining in 1 s");
+                    }
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    (RunningStage { name, status }, task)
+}
+
+/// Starts the ingest stage over the configured source topics.
 async fn start_ingest(
     app: &App,
     shutdown: watch::Receiver<bool>,
@@ -57,45 +101,64 @@ async fn start_ingest(
     let mut config = StageConfig::new("ingest");
     config.max_in_flight = sources.max_in_flight.max(1);
     config.commit_interval = Duration::from_millis(sources.commit_interval_ms.max(1));
-    let status = Arc::new(StageStatus::default());
-    let processor = IngestProcessor::new(app.intake.clone(), app.writer.clone());
-    let log = app.backends.log.clone();
-    let task = tokio::spawn({
-        let status = status.clone();
-        async move {
-            loop {
-                let run = run_ingest_stage(
-                    log.clone(),
-                    processor.clone(),
-                    options.clone(),
-                    config.clone(),
-                    status.clone(),
-                    shutdown.clone(),
-                )
-                .await;
-                match run {
-                    Ok(report) => {
-                        tracing::info!(?report, "ingest stage stopped");
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "ingest stage failed; rejoining in 1 s");
-                    }
-                }
-                if *shutdown.borrow() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    });
-    Ok((
-        RunningStage {
-            name: "ingest",
-            status,
-        },
-        task,
+    let processor = Arc::new(IngestProcessor::new(app.intake.clone(), app.writer.clone()));
+    Ok(supervise(
+        "ingest",
+        app.backends.log.clone(),
+        processor,
+        options,
+        config,
+        shutdown,
     ))
+}
+
+/// Starts the identity stage: forwarding canonical events to `identity.inputs`, and resolving
+/// them there in order (one batch at a time) with the graph's state in the key-value store.
+async fn start_identity(
+    app: &App,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<(RunningStage, tokio::task::JoinHandle<()>)>> {
+    let rules = if app.config.identity.rules.is_empty() {
+        Rules::default_rules()
+    } else {
+        let path = &app.config.identity.rules;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the identity rule file {path}"))?;
+        Rules::from_toml(&text)
+            .with_context(|| format!("{path} is not a valid identity rule file"))?
+    };
+    let topics = IdentityTopics {
+        canonical: app.config.topics.canonical.clone(),
+        ..IdentityTopics::default()
+    };
+    topics
+        .ensure(app.backends.log.as_ref())
+        .await
+        .context("identity topics")?;
+    let log = app.backends.log.clone();
+    let forward = supervise(
+        "identity-forward",
+        log.clone(),
+        Arc::new(ForwardProcessor::new(log.clone(), topics.clone())),
+        GroupOptions::new("kinfold-identity-forward", vec![topics.canonical.clone()]),
+        StageConfig::new("identity-forward"),
+        shutdown.clone(),
+    );
+    let mut config = StageConfig::new("identity");
+    // The graph folds identity.inputs in order.
+    config.max_in_flight = 1;
+    let resolve = supervise(
+        "identity",
+        log.clone(),
+        Arc::new(
+            ResolveProcessor::new(log, app.registry.clone(), rules, topics.clone())
+                .with_state(app.backends.kv.clone()),
+        ),
+        GroupOptions::new("kinfold-identity", vec![topics.inputs.clone()]),
+        config,
+        shutdown,
+    );
+    Ok(vec![forward, resolve])
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -139,6 +202,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stages.push(stage);
         stage_tasks.push(task);
     }
+    if app.config.serve.runs("identity")? {
+        for (stage, task) in start_identity(&app, shutdown_signal.clone()).await? {
+            stages.push(stage);
+            stage_tasks.push(task);
+        }
+    }
     let running_stages: Vec<&str> = stages.iter().map(|stage| stage.name).collect();
     let state = HttpState {
         app: app.clone(),
@@ -153,7 +222,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Where it listens, for people and for scripts; a closed stdout must not stop the server.
     let _ = writeln!(
         std::io::stdout(),
-        "kinfold serving on {storage}{log}\n  http  http://{http_addr}  (POST /v1/events, /registry, /metrics, /healthz, /readyz)\n  grpc  {grpc}: no gRPC services in this build yet; they arrive with the profile and segment stages\n  stages: {stages}",
+        "kinfold serving on {storage}{log}\n  http  http://{http_addr}  (POST /v1/events, /registry, /metrics, /healthz, /readyz)\n  grpc  {grpc}: no gRPC services in this build yet; they arrive with the identity, profile and segment services\n  stages: {stages}",
         storage = app.config.storage.url,
         log = app
             .config

@@ -62,6 +62,8 @@ fn serve_logging(broker: &Broker, data_dir: &Path, log: &Path, extra: &[(&str, &
     command
         .env("RUST_LOG", "warn,kinfold::audit=info")
         .env("KINFOLD__LOG__JSON", "true")
+        // The ingest stage only: carrying these tests through identity is that stage's next step.
+        .env("KINFOLD__SERVE__STAGES", "[ingest]")
         .envs(extra.iter().copied());
     Server::start_logging(command, data_dir, file).expect("kinfold starts on kafka")
 }

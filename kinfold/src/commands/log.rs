@@ -1,4 +1,5 @@
-//! `kinfold log dump`: the canonical or dead-letter log as JSON lines, for audits and tests.
+//! `kinfold log dump`: the canonical, dead-letter, resolved or identity-changes log as JSON
+//! lines, for audits and tests.
 
 use crate::app::App;
 use crate::cli::LogTopic;
@@ -13,9 +14,12 @@ const CHUNK: usize = 5_000;
 
 pub async fn dump(config: Config, topic: LogTopic) -> anyhow::Result<()> {
     let app = App::open(config).await?;
+    let identity = kinfold_identity::stage::IdentityTopics::default();
     let name = match topic {
         LogTopic::Canonical => app.config.topics.canonical.clone(),
         LogTopic::Dlq => app.config.topics.dlq.clone(),
+        LogTopic::Resolved => identity.resolved,
+        LogTopic::IdentityChanges => identity.changes,
     };
     let log = &app.backends.log;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -35,6 +39,24 @@ pub async fn dump(config: Config, topic: LogTopic) -> anyhow::Result<()> {
                                 format!("{name}/{partition}@{} does not decode", record.offset)
                             })?;
                         json!({"partition": partition, "offset": record.offset, "event": event})
+                    }
+                    LogTopic::Resolved => {
+                        let event = decode_framed_canonical(&record.value, &app.registry)
+                            .with_context(|| {
+                                format!("{name}/{partition}@{} does not decode", record.offset)
+                            })?;
+                        let customer = record
+                            .key
+                            .as_ref()
+                            .map(|key| String::from_utf8_lossy(key).into_owned());
+                        json!({"partition": partition, "offset": record.offset, "customer": customer, "event": event})
+                    }
+                    LogTopic::IdentityChanges => {
+                        let change: serde_json::Value = serde_json::from_slice(&record.value)
+                            .with_context(|| {
+                                format!("{name}/{partition}@{} is not json", record.offset)
+                            })?;
+                        json!({"partition": partition, "offset": record.offset, "change": change})
                     }
                     LogTopic::Dlq => {
                         let letter = decode_framed_dead_letter(&record.value, &app.registry)

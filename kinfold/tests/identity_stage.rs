@@ -1,0 +1,167 @@
+//! `kinfold serve` runs the identity stage: events posted over HTTP come out of
+//! `events.resolved` keyed by their customer, and `identity.changes` records the merge that the
+//! phone caused. Worked out by hand from the default rules: the member (card M1), the WeChat
+//! shopper (openid, unionid) who bound a phone, and the member's later update with that phone
+//! are one person, whichever order the events reach the graph in (the canonical log has several
+//! partitions); a second shopper is another. The check follows merges, as a reader of both logs
+//! would, to each event's customer now.
+
+use kinfold_core::EventId;
+use kinfold_identity::model::CustomerId;
+use kinfold_tests::{Server, dump_log};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_kinfold");
+
+fn wechat(event_type: &str, openid: &str, occurred_at: i64, phone: Option<&str>) -> Value {
+    json!({
+        "type": "wechat.event", "event_type": event_type, "app_id": "wxmp0001",
+        "openid": openid, "unionid": format!("u-{openid}"), "occurred_at": occurred_at,
+        "phone": phone, "phone_consent": phone.map(|_| true)
+    })
+}
+
+fn membership(event_type: &str, reference: &str, occurred_at: i64, phone: Option<&str>) -> Value {
+    json!({
+        "type": "membership.event", "event_type": event_type, "brand": "kinfold-demo",
+        "member_card": "M1", "event_ref": reference, "occurred_at": occurred_at, "phone": phone
+    })
+}
+
+/// The identity stage's consumer lag gauges, once both parts report every partition at 0.
+fn identity_caught_up(server: &Server) -> bool {
+    let Ok(answer) = reqwest::blocking::get(format!("{}/metrics", server.url)) else {
+        return false;
+    };
+    let text = answer.text().unwrap_or_default();
+    let gauges: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            line.starts_with("kinfold_consumer_lag{")
+                && (line.contains("stage=\"identity\"")
+                    || line.contains("stage=\"identity-forward\""))
+        })
+        .collect();
+    let forward = gauges.iter().any(|line| line.contains("identity-forward"));
+    let resolve = gauges
+        .iter()
+        .any(|line| line.contains("stage=\"identity\""));
+    forward && resolve && gauges.iter().all(|line| line.ends_with(" 0"))
+}
+
+#[test]
+fn serve_resolves_posted_events_to_customers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let server = Server::start(BINARY.as_ref(), &data).expect("kinfold starts");
+    let client = reqwest::blocking::Client::new();
+    let mut ids = Vec::new();
+    for event in [
+        membership("REGISTERED", "CRM-1", 1_767_230_000_000_000, None),
+        wechat("MINI_PROGRAM_LOGIN", "o-1", 1_767_231_000_000_000, None),
+        wechat(
+            "PHONE_BOUND",
+            "o-1",
+            1_767_232_000_000_000,
+            Some("13912345678"),
+        ),
+        membership(
+            "PROFILE_UPDATED",
+            "CRM-2",
+            1_767_233_000_000_000,
+            Some("13912345678"),
+        ),
+        wechat("MINI_PROGRAM_LOGIN", "o-2", 1_767_234_000_000_000, None),
+    ] {
+        let answer: Value = client
+            .post(format!("{}/v1/events", server.url))
+            .json(&event)
+            .send()
+            .expect("posted")
+            .json()
+            .expect("json");
+        assert_eq!(answer["results"][0]["status"], "accepted", "{answer}");
+        let id: EventId = answer["results"][0]["event_id"]
+            .as_str()
+            .expect("event id")
+            .parse()
+            .expect("uuid");
+        ids.push(id);
+    }
+    // The lag gauges are measured every 2 s: give them time to see the new records first.
+    std::thread::sleep(Duration::from_secs(3));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !identity_caught_up(&server) {
+        assert!(
+            Instant::now() < deadline,
+            "the identity stage did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.stop().expect("graceful stop");
+
+    let resolved = dump_log(BINARY.as_ref(), &data, "resolved").expect("dump resolved");
+    let changes = dump_log(BINARY.as_ref(), &data, "identity-changes").expect("dump changes");
+    // absorbed -> survivor, from the merges recorded.
+    let mut merged_into: BTreeMap<String, String> = BTreeMap::new();
+    for change in &changes {
+        let change = &change["change"];
+        if change["change"] == "merged" {
+            merged_into.insert(
+                change["absorbed"].as_str().expect("absorbed").to_owned(),
+                change["survivor"].as_str().expect("survivor").to_owned(),
+            );
+        }
+    }
+    let now = |mut customer: String| {
+        while let Some(next) = merged_into.get(&customer) {
+            customer = next.clone();
+        }
+        customer
+    };
+    let mut customer_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for record in &resolved {
+        let event = record["event"]["event_id"]
+            .as_str()
+            .expect("event id")
+            .to_owned();
+        let customer = record["customer"].as_str().expect("keyed").to_owned();
+        customer_of.entry(event).or_default().insert(now(customer));
+    }
+    assert_eq!(
+        customer_of.len(),
+        5,
+        "every event resolved: {customer_of:?}"
+    );
+    assert!(
+        customer_of.values().all(|customers| customers.len() == 1),
+        "one customer per event, however often written: {customer_of:?}"
+    );
+    let customer = |id: &EventId| {
+        customer_of[&id.to_string()]
+            .iter()
+            .next()
+            .expect("one")
+            .clone()
+    };
+    let person = customer(&ids[0]);
+    for id in &ids[1..4] {
+        assert_eq!(customer(id), person, "{id} belongs to the member");
+    }
+    assert_ne!(
+        customer(&ids[4]),
+        person,
+        "the second shopper is someone else"
+    );
+    // The survivor keeps the id of the customer seen first: the member's or the shopper's,
+    // depending on which reached the graph first.
+    assert!(
+        [&ids[0], &ids[1]]
+            .iter()
+            .any(|id| person == CustomerId::first_seen_in(id).to_string()),
+        "{person}"
+    );
+    assert_eq!(merged_into.len(), 1, "one merge: {changes:?}");
+}
