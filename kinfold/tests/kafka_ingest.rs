@@ -3,7 +3,8 @@
 //! `/registry`, and read back by Confluent's Python consumer and AvroDeserializer:
 //!
 //! - SIGKILLed five times while 100,000 records (1% poison) flow, every source record still ends
-//!   in `events.canonical` or `events.dlq`, once, and the consumer lag returns to zero;
+//!   in `events.canonical` or `events.dlq`, once, every canonical event in `events.resolved`
+//!   with one customer, and the consumer lag returns to zero;
 //! - two processes in one group, made to rebalance at least ten times, lose nothing, and the
 //!   commit audit of their logs shows no commit for a partition its committer did not own;
 //!   they share a schema registry by URL (a third Kinfold that runs no stage).
@@ -62,8 +63,6 @@ fn serve_logging(broker: &Broker, data_dir: &Path, log: &Path, extra: &[(&str, &
     command
         .env("RUST_LOG", "warn,kinfold::audit=info")
         .env("KINFOLD__LOG__JSON", "true")
-        // The ingest stage only: carrying these tests through identity is that stage's next step.
-        .env("KINFOLD__SERVE__STAGES", "[ingest]")
         .envs(extra.iter().copied());
     Server::start_logging(command, data_dir, file).expect("kinfold starts on kafka")
 }
@@ -144,8 +143,13 @@ impl Producer {
     }
 }
 
-/// Waits until the group has committed the end of every source partition.
+/// Waits until the ingest group has committed the end of every source partition.
 fn wait_caught_up(broker: &Broker, timeout: Duration) {
+    wait_group_caught_up(broker, GROUP, SOURCES, timeout);
+}
+
+/// Waits until `group` has committed the end of every partition of `topics`.
+fn wait_group_caught_up(broker: &Broker, group: &str, topics: &[&str], timeout: Duration) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -155,11 +159,11 @@ fn wait_caught_up(broker: &Broker, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let mut behind = Vec::new();
-            for topic in SOURCES {
+            for topic in topics {
                 for partition in 0..log.partitions(topic).await.expect("partitions") {
                     let (_, high) = log.watermarks(topic, partition).await.expect("watermarks");
                     let committed = log
-                        .committed(GROUP, topic, partition)
+                        .committed(group, topic, partition)
                         .await
                         .expect("committed")
                         .unwrap_or(0);
@@ -205,7 +209,11 @@ fn consume(broker: &Broker, registry: &str, topic: &str) -> Vec<Value> {
 
 /// Checks that every produced record is in the canonical log (valid ones, by origin) or in the
 /// dead-letter log (poison, by source position, with the expected reason), each exactly once.
-fn assert_every_record_landed_once(broker: &Broker, registry: &str, produced: &Produced) {
+fn assert_every_record_landed_once(
+    broker: &Broker,
+    registry: &str,
+    produced: &Produced,
+) -> BTreeSet<String> {
     let canonical = consume(broker, registry, "events.canonical");
     let mut origins: BTreeMap<String, u32> = BTreeMap::new();
     let mut ids = BTreeSet::new();
@@ -273,6 +281,102 @@ fn assert_every_record_landed_once(broker: &Broker, registry: &str, produced: &P
         produced.records.len() - valid,
         "no dead letter twice"
     );
+    ids
+}
+
+/// Checks the identity stage's output: every canonical event is in `events.resolved`, and all
+/// its copies belong to one customer once the merges in `identity.changes` are followed; no
+/// identifier was linked twice in different ways (copies of a change written again after a
+/// crash are identical).
+fn assert_every_event_resolved_once(broker: &Broker, registry: &str, events: &BTreeSet<String>) {
+    let changes: Vec<Value> = {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let log = KafkaLog::connect(&broker.bootstrap).expect("connects");
+            let mut changes = Vec::new();
+            for partition in 0..log
+                .partitions("identity.changes")
+                .await
+                .expect("partitions")
+            {
+                let mut next = 0;
+                loop {
+                    let records = log
+                        .read("identity.changes", partition, next, 5_000)
+                        .await
+                        .expect("read");
+                    let Some(last) = records.last() else {
+                        break;
+                    };
+                    next = last.offset + 1;
+                    for record in &records {
+                        changes.push(serde_json::from_slice(&record.value).expect("json"));
+                    }
+                }
+            }
+            changes
+        })
+    };
+    let mut merged_into: BTreeMap<String, String> = BTreeMap::new();
+    let mut links: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for change in &changes {
+        match change["change"].as_str().expect("kind") {
+            "merged" => {
+                merged_into.insert(
+                    change["absorbed"].as_str().expect("absorbed").to_owned(),
+                    change["survivor"].as_str().expect("survivor").to_owned(),
+                );
+            }
+            "linked" => {
+                links
+                    .entry(change["identifier"].to_string())
+                    .or_default()
+                    .insert(format!("{} {}", change["customer"], change["cause"]));
+            }
+            _ => {}
+        }
+    }
+    let twice: Vec<_> = links.iter().filter(|(_, how)| how.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "identifiers linked twice: {:?}",
+        &twice[..twice.len().min(5)]
+    );
+    let now = |mut customer: String| {
+        while let Some(next) = merged_into.get(&customer) {
+            customer = next.clone();
+        }
+        customer
+    };
+    let mut customers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for record in consume(broker, registry, "events.resolved") {
+        customers
+            .entry(record["id"].as_str().expect("id").to_owned())
+            .or_default()
+            .insert(now(record["key"].as_str().expect("key").to_owned()));
+    }
+    let resolved: BTreeSet<String> = customers.keys().cloned().collect();
+    assert_eq!(
+        &resolved, events,
+        "every canonical event resolved, nothing else"
+    );
+    let split: Vec<_> = customers.iter().filter(|(_, c)| c.len() > 1).collect();
+    assert!(
+        split.is_empty(),
+        "events with two customers: {:?}",
+        &split[..split.len().min(5)]
+    );
+    let distinct: BTreeSet<&String> = customers.values().flatten().collect();
+    eprintln!(
+        "identity: {} events, {} customers, {} changes, {} merges",
+        events.len(),
+        distinct.len(),
+        changes.len(),
+        merged_into.len()
+    );
 }
 
 /// The consumer lag gauges of `server`, by partition.
@@ -338,14 +442,29 @@ fn sigkill_during_ingest_loses_nothing_and_poison_goes_to_the_dlq() {
     wait_caught_up(&broker, Duration::from_secs(600));
     // The registry now lives in the restarted process.
     let registry = format!("{}/registry", server.url);
-    assert_every_record_landed_once(&broker, &registry, &produced);
+    let events = assert_every_record_landed_once(&broker, &registry, &produced);
+    // Through the identity stage, killed along with ingest.
+    wait_group_caught_up(
+        &broker,
+        "kinfold-identity-forward",
+        &["events.canonical"],
+        Duration::from_secs(600),
+    );
+    wait_group_caught_up(
+        &broker,
+        "kinfold-identity",
+        &["identity.inputs"],
+        Duration::from_secs(600),
+    );
+    assert_every_event_resolved_once(&broker, &registry, &events);
 
-    // Lag back to zero on every partition, as the process itself reports it.
+    // Lag back to zero on every partition, as the process itself reports it: 40 source
+    // partitions, 8 canonical ones (identity's forward part) and identity.inputs.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let lag = lag(&server);
         let partitions = lag.len();
-        if partitions == 40 && lag.values().all(|value| *value == 0.0) {
+        if partitions == 49 && lag.values().all(|value| *value == 0.0) {
             break;
         }
         assert!(
@@ -413,7 +532,11 @@ fn two_processes_rebalancing_lose_nothing_and_commit_only_what_they_own() {
             &broker,
             &dir.path().join(slot),
             &logs.join(format!("{slot}-{incarnation}.log")),
-            &[("KINFOLD__REGISTRY__URL", &registry)],
+            // The ingest stage only: its audit is what this test reads.
+            &[
+                ("KINFOLD__REGISTRY__URL", &registry),
+                ("KINFOLD__SERVE__STAGES", "[ingest]"),
+            ],
         )
     };
     let mut a = start("a", 0);
