@@ -73,9 +73,11 @@ struct Producer {
     out: PathBuf,
 }
 
-/// What the producer wrote: each record's position (`topic/partition@offset`) and what it is.
+/// What the producer wrote: each record's position (`topic/partition@offset`) and what it is,
+/// and how many shoppers its valid records belong to.
 struct Produced {
     records: BTreeMap<String, String>,
+    shoppers: usize,
 }
 
 impl Producer {
@@ -139,7 +141,16 @@ impl Producer {
                 )
             })
             .collect();
-        Produced { records }
+        let shoppers: BTreeSet<u64> = report["delivered"]
+            .as_array()
+            .expect("delivered")
+            .iter()
+            .filter_map(|record| record["person"].as_u64())
+            .collect();
+        Produced {
+            records,
+            shoppers: shoppers.len(),
+        }
     }
 }
 
@@ -288,7 +299,12 @@ fn assert_every_record_landed_once(
 /// its copies belong to one customer once the merges in `identity.changes` are followed; no
 /// identifier was linked twice in different ways (copies of a change written again after a
 /// crash are identical).
-fn assert_every_event_resolved_once(broker: &Broker, registry: &str, events: &BTreeSet<String>) {
+fn assert_every_event_resolved_once(
+    broker: &Broker,
+    registry: &str,
+    events: &BTreeSet<String>,
+    shoppers: usize,
+) {
     let changes: Vec<Value> = {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -377,6 +393,9 @@ fn assert_every_event_resolved_once(broker: &Broker, registry: &str, events: &BT
         changes.len(),
         merged_into.len()
     );
+    // Each shopper's events carry identifiers of their own that join up (see the producer):
+    // one customer per shopper, which takes merges when a shopper's WeChat events come first.
+    assert_eq!(distinct.len(), shoppers, "one customer per shopper");
 }
 
 /// The consumer lag gauges of `server`, by partition.
@@ -456,7 +475,7 @@ fn sigkill_during_ingest_loses_nothing_and_poison_goes_to_the_dlq() {
         &["identity.inputs"],
         Duration::from_secs(600),
     );
-    assert_every_event_resolved_once(&broker, &registry, &events);
+    assert_every_event_resolved_once(&broker, &registry, &events, produced.shoppers);
 
     // Lag back to zero on every partition, as the process itself reports it: 40 source
     // partitions, 8 canonical ones (identity's forward part) and identity.inputs.

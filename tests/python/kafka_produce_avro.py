@@ -56,17 +56,37 @@ foreign = AvroSerializer(registry, foreign_schema, conf={
 })
 
 
+# The shoppers: each serial belongs to one of them, and every shopper shops on every topic
+# (consecutive serials cycle through the topics). A shopper's member card and phone (POS), shop
+# buyer id, phone, openid and unionid (orders) and openid and unionid (WeChat) are their own, so
+# identity resolution must make exactly one customer of each.
+PERSONS = 2000
+
+
+def person_of(serial):
+    return (serial // len(FAMILIES)) % PERSONS
+
+
 def event(topic, serial):
     value = copy.deepcopy(templates[topic])
+    person = person_of(serial)
+    openid, unionid, phone = f"oQx{person:08d}", f"o6_{person:08d}", f"139{person:08d}"
     if topic == "pos.transactions":
         value["till_id"] = f"T{serial % 17:02d}"
         value["serial"] = f"{serial:08d}"
+        value["member_card"] = f"LX88{person:08d}"
+        value["phone"] = phone
         key = f"{value['store_id']}/{value['till_id']}"
     elif topic == "ecom.orders":
         value["order_id"] = f"E{serial:012d}"
+        buyer = value["buyer"]
+        buyer["platform_buyer_id"] = f"yz_open_{person:08d}"
+        buyer["phone"] = f"+86 {phone}"
+        buyer["wechat_openid"], buyer["wechat_unionid"] = openid, unionid
         key = f"{value['shop_id']}/{value['order_id']}"
     else:
         value["msg_id"] = f"m{serial:012d}"
+        value["openid"], value["unionid"] = openid, unionid
         key = value["openid"]
     return key, value
 
@@ -100,9 +120,9 @@ for serial in range(count):
     ctx = SerializationContext(topic, MessageField.VALUE)
     if rng.randrange(1000) < poison_per_mille:
         kind = POISON_KINDS[serial % len(POISON_KINDS)]
-        prepared.append((topic, key, poison(kind, topic, key, value, ctx), kind))
+        prepared.append((topic, key, poison(kind, topic, key, value, ctx), kind, None))
     else:
-        prepared.append((topic, key, serializers[topic](value, ctx), "valid"))
+        prepared.append((topic, key, serializers[topic](value, ctx), "valid", person_of(serial)))
 open(out + ".ready", "w").write(str(foreign_id))
 
 producer = Producer({
@@ -116,16 +136,16 @@ delivered = []
 failed = []
 
 
-def report(error, message, what):
+def report(error, message, what, person):
     if error is not None:
         failed.append(str(error))
     else:
         delivered.append({"topic": message.topic(), "partition": message.partition(),
-                          "offset": message.offset(), "what": what})
+                          "offset": message.offset(), "what": what, "person": person})
 
 
 started = time.time()
-for sent, (topic, key, payload, what) in enumerate(prepared):
+for sent, (topic, key, payload, what, person) in enumerate(prepared):
     if rate > 0:
         ahead = sent / rate - (time.time() - started)
         if ahead > 0:
@@ -133,7 +153,7 @@ for sent, (topic, key, payload, what) in enumerate(prepared):
     while True:
         try:
             producer.produce(topic, key=key.encode(), value=payload,
-                             on_delivery=lambda e, m, w=what: report(e, m, w))
+                             on_delivery=lambda e, m, w=what, p=person: report(e, m, w, p))
             break
         except BufferError:
             producer.poll(0.05)
