@@ -1,6 +1,5 @@
 //! `kinfold serve` runs the identity stage: events posted over HTTP come out of
-//! `events.resolved` keyed by their customer, and `identity.changes` records the merge that the
-//! phone caused. Worked out by hand from the default rules: the member (card M1), the WeChat
+//! `events.resolved` keyed by their customer, and `identity.changes` records how they joined. Worked out by hand from the default rules: the member (card M1), the WeChat
 //! shopper (openid, unionid) who bound a phone, and the member's later update with that phone
 //! are one person, whichever order the events reach the graph in (the canonical log has several
 //! partitions); a second shopper is another. The check follows merges, as a reader of both logs
@@ -155,13 +154,16 @@ fn serve_resolves_posted_events_to_customers() {
         person,
         "the second shopper is someone else"
     );
-    // The survivor keeps the id of the customer seen first: the member's or the shopper's,
-    // depending on which reached the graph first.
+    // The survivor keeps the id of the customer seen first, which is one of the person's own
+    // events: which one depends on the order they reached the graph in (the canonical log's
+    // partitions are read side by side).
     assert!(
-        [&ids[0], &ids[1]]
+        ids[..4]
             .iter()
             .any(|id| person == CustomerId::first_seen_in(id).to_string()),
         "{person}"
     );
-    assert_eq!(merged_into.len(), 1, "one merge: {changes:?}");
+    // One merge, or none when the member's update with the phone came before the shopper
+    // bound it (the phone then links the shopper's identifiers to the member directly).
+    assert!(merged_into.len() <= 1, "at most one merge: {changes:?}");
 }
