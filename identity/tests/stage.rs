@@ -16,7 +16,7 @@ use kinfold_identity::stage::{ForwardProcessor, IdentityTopics, ResolveProcessor
 use kinfold_ingest::{IngestLimits, IngestWriter, Intake, Origin, Topics};
 use kinfold_schemas::{Catalog, SchemaRegistry};
 use kinfold_storage::EmbeddedDatabase;
-use serde_json::{Value, json};
+use kinfold_tests::shoppers::story;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,21 +65,6 @@ async fn fixture(database: &EmbeddedDatabase) -> Fixture {
         writer,
         topics,
     }
-}
-
-fn wechat(event_type: &str, openid: &str, occurred_at: i64, phone: Option<&str>) -> Value {
-    json!({
-        "type": "wechat.event", "event_type": event_type, "app_id": "wxmp0001",
-        "openid": openid, "unionid": format!("u-{openid}"), "occurred_at": occurred_at,
-        "phone": phone, "phone_consent": phone.map(|_| true)
-    })
-}
-
-fn membership(event_type: &str, reference: &str, occurred_at: i64, phone: Option<&str>) -> Value {
-    json!({
-        "type": "membership.event", "event_type": event_type, "brand": "kinfold-demo",
-        "member_card": "M1", "event_ref": reference, "occurred_at": occurred_at, "phone": phone
-    })
 }
 
 /// Runs `processor` over `topic` until its group has committed every partition's end.
@@ -173,23 +158,7 @@ async fn events_resolve_to_customers_and_a_split_moves_them_back() {
     let database = EmbeddedDatabase::open(dir.path()).expect("opens");
     let fixture = fixture(&database).await;
     let origin = Origin::channel("test");
-    let events = [
-        membership("REGISTERED", "CRM-1", 1_767_230_000_000_000, None),
-        wechat("MINI_PROGRAM_LOGIN", "o-1", 1_767_231_000_000_000, None),
-        wechat(
-            "PHONE_BOUND",
-            "o-1",
-            1_767_232_000_000_000,
-            Some("13912345678"),
-        ),
-        membership(
-            "PROFILE_UPDATED",
-            "CRM-2",
-            1_767_233_000_000_000,
-            Some("13912345678"),
-        ),
-        wechat("MINI_PROGRAM_LOGIN", "o-2", 1_767_234_000_000_000, None),
-    ];
+    let events = story();
     let mut ids = Vec::new();
     for event in &events {
         let outcome = fixture

@@ -1,12 +1,13 @@
-//! `kinfold identity preview` over a real data directory: four events posted to a running
-//! Kinfold, then the canonical log's history re-resolved under a rule file in which phones no
-//! longer merge customers. Worked out by hand from the rules: today the member (card M1) and
-//! the WeChat shopper (openid, unionid) are one customer, joined by the phone the shopper bound
-//! and the member later gave; without phone merges the phone stays with the WeChat shopper and
-//! the member stays alone: one customer splits, three identifiers on one side and one on the
-//! other.
+//! `kinfold identity preview` over a real data directory: the identity tests' story (five
+//! events) posted to a running Kinfold, then the canonical log's history re-resolved under a
+//! rule file in which phones no longer merge customers. Worked out by hand from the rules:
+//! today the member (card M1) and the WeChat shopper (openid, unionid) are one customer, joined
+//! by the phone the shopper bound and the member later gave, and the second shopper another;
+//! without phone merges the phone stays with the WeChat shopper and the member stays alone: one
+//! customer splits, three identifiers on one side and one on the other.
 
 use kinfold_tests::Server;
+use kinfold_tests::shoppers::story;
 use serde_json::{Value, json};
 use std::process::Command;
 
@@ -20,21 +21,6 @@ merge_on = ["member_card", "wechat_unionid", "wechat_openid"]
 kind = "member_card"
 max = 1
 "#;
-
-fn wechat(event_type: &str, occurred_at: i64, phone: Option<&str>) -> Value {
-    json!({
-        "type": "wechat.event", "event_type": event_type, "app_id": "wxmp0001",
-        "openid": "o-shopper-1", "unionid": "u-shopper-1", "occurred_at": occurred_at,
-        "phone": phone, "phone_consent": phone.map(|_| true)
-    })
-}
-
-fn membership(event_type: &str, reference: &str, occurred_at: i64, phone: Option<&str>) -> Value {
-    json!({
-        "type": "membership.event", "event_type": event_type, "brand": "kinfold-demo",
-        "member_card": "M1", "event_ref": reference, "occurred_at": occurred_at, "phone": phone
-    })
-}
 
 fn run_preview(data_dir: &std::path::Path, rules: &std::path::Path, json: bool) -> String {
     let mut command = Command::new(BINARY);
@@ -63,17 +49,7 @@ fn a_rule_change_is_previewed_over_the_stored_history() {
     let server = Server::start(BINARY.as_ref(), &data).expect("kinfold starts");
     let client = reqwest::blocking::Client::new();
     // One request each, so that the receive times give the order.
-    for event in [
-        membership("REGISTERED", "CRM-1", 1_767_230_000_000_000, None),
-        wechat("MINI_PROGRAM_LOGIN", 1_767_231_000_000_000, None),
-        wechat("PHONE_BOUND", 1_767_232_000_000_000, Some("13912345678")),
-        membership(
-            "PROFILE_UPDATED",
-            "CRM-2",
-            1_767_233_000_000_000,
-            Some("13912345678"),
-        ),
-    ] {
+    for event in story() {
         let answer: Value = client
             .post(format!("{}/v1/events", server.url))
             .json(&event)
@@ -89,9 +65,10 @@ fn a_rule_change_is_previewed_over_the_stored_history() {
     std::fs::write(&rules, NO_PHONE_MERGES).expect("rule file");
     let preview: Value =
         serde_json::from_str(&run_preview(&data, &rules, true)).expect("json preview");
-    assert_eq!(preview["events"], 4);
-    assert_eq!(preview["customers_now"], 1, "{preview}");
-    assert_eq!(preview["customers_after"], 2, "{preview}");
+    assert_eq!(preview["events"], 5);
+    // The second shopper is a customer of their own under both rule files.
+    assert_eq!(preview["customers_now"], 2, "{preview}");
+    assert_eq!(preview["customers_after"], 3, "{preview}");
     let splits = preview["splits"].as_array().expect("splits");
     assert_eq!(splits.len(), 1, "{preview}");
     let sizes: Vec<usize> = splits[0]["groups"]

@@ -7,27 +7,13 @@
 
 use kinfold_core::EventId;
 use kinfold_identity::model::CustomerId;
+use kinfold_tests::shoppers::story;
 use kinfold_tests::{Server, dump_log};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_kinfold");
-
-fn wechat(event_type: &str, openid: &str, occurred_at: i64, phone: Option<&str>) -> Value {
-    json!({
-        "type": "wechat.event", "event_type": event_type, "app_id": "wxmp0001",
-        "openid": openid, "unionid": format!("u-{openid}"), "occurred_at": occurred_at,
-        "phone": phone, "phone_consent": phone.map(|_| true)
-    })
-}
-
-fn membership(event_type: &str, reference: &str, occurred_at: i64, phone: Option<&str>) -> Value {
-    json!({
-        "type": "membership.event", "event_type": event_type, "brand": "kinfold-demo",
-        "member_card": "M1", "event_ref": reference, "occurred_at": occurred_at, "phone": phone
-    })
-}
 
 /// The identity stage's consumer lag gauges, once both parts report every partition at 0.
 fn identity_caught_up(server: &Server) -> bool {
@@ -57,23 +43,7 @@ fn serve_resolves_posted_events_to_customers() {
     let server = Server::start(BINARY.as_ref(), &data).expect("kinfold starts");
     let client = reqwest::blocking::Client::new();
     let mut ids = Vec::new();
-    for event in [
-        membership("REGISTERED", "CRM-1", 1_767_230_000_000_000, None),
-        wechat("MINI_PROGRAM_LOGIN", "o-1", 1_767_231_000_000_000, None),
-        wechat(
-            "PHONE_BOUND",
-            "o-1",
-            1_767_232_000_000_000,
-            Some("13912345678"),
-        ),
-        membership(
-            "PROFILE_UPDATED",
-            "CRM-2",
-            1_767_233_000_000_000,
-            Some("13912345678"),
-        ),
-        wechat("MINI_PROGRAM_LOGIN", "o-2", 1_767_234_000_000_000, None),
-    ] {
+    for event in story() {
         let answer: Value = client
             .post(format!("{}/v1/events", server.url))
             .json(&event)

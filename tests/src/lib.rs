@@ -275,3 +275,60 @@ pub async fn total_records(log: &dyn kinfold_core::ports::EventLog, topic: &str)
     }
     total
 }
+
+/// Events of a member and a WeChat shopper, as JSON for `POST /v1/events` or the intake: the
+/// identity tests' material.
+pub mod shoppers {
+    use serde_json::{Value, json};
+
+    /// A WeChat event of the shopper with `openid` (unionid `u-<openid>`), with the phone they
+    /// bound, if any.
+    pub fn wechat_event(
+        event_type: &str,
+        openid: &str,
+        occurred_at: i64,
+        phone: Option<&str>,
+    ) -> Value {
+        json!({
+            "type": "wechat.event", "event_type": event_type, "app_id": "wxmp0001",
+            "openid": openid, "unionid": format!("u-{openid}"), "occurred_at": occurred_at,
+            "phone": phone, "phone_consent": phone.map(|_| true)
+        })
+    }
+
+    /// The identity tests' story, in order: member `M1` registers; shopper `o-1` logs in to the
+    /// mini program, then binds phone 13912345678; the member updates their profile with that
+    /// phone (so the two are one person); shopper `o-2` logs in (someone else).
+    pub fn story() -> Vec<Value> {
+        vec![
+            membership_event("REGISTERED", "CRM-1", 1_767_230_000_000_000, None),
+            wechat_event("MINI_PROGRAM_LOGIN", "o-1", 1_767_231_000_000_000, None),
+            wechat_event(
+                "PHONE_BOUND",
+                "o-1",
+                1_767_232_000_000_000,
+                Some("13912345678"),
+            ),
+            membership_event(
+                "PROFILE_UPDATED",
+                "CRM-2",
+                1_767_233_000_000_000,
+                Some("13912345678"),
+            ),
+            wechat_event("MINI_PROGRAM_LOGIN", "o-2", 1_767_234_000_000_000, None),
+        ]
+    }
+
+    /// A membership event of member card `M1`, with a phone, if any.
+    pub fn membership_event(
+        event_type: &str,
+        reference: &str,
+        occurred_at: i64,
+        phone: Option<&str>,
+    ) -> Value {
+        json!({
+            "type": "membership.event", "event_type": event_type, "brand": "kinfold-demo",
+            "member_card": "M1", "event_ref": reference, "occurred_at": occurred_at, "phone": phone
+        })
+    }
+}
