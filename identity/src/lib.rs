@@ -8,10 +8,13 @@
 //! - `records`: the stage's records on the log (`identity.inputs`, `events.resolved`,
 //!   `identity.changes`).
 //!
-//! Still to come (issue 4): the stage itself (forwarding canonical events to
-//! `identity.inputs`, resolving them in order), the graph's snapshots in the key-value store
-//! with their positions, and the gRPC service. See `docs/identity.md`.
+//! - `stage`: the stage on the shared stage loop: forwarding canonical events to
+//!   `identity.inputs`, resolving them there in one order, the graph's state in the key-value
+//!   store with its position, and each customer's changes.
+//! - `service`: `kinfold.v1.IdentityService` over gRPC: resolve, merges, splits and erasure by
+//!   hand, each customer's changes, the review queue. See `docs/identity.md`.
 
 pub mod model;
 pub mod records;
+pub mod service;
 pub mod stage;

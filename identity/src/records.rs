@@ -103,11 +103,34 @@ pub fn change_customer(change: &Change) -> Option<CustomerId> {
         | Change::Linked { customer, .. }
         | Change::Erased { customer, .. }
         | Change::Split { customer, .. }
+        | Change::Decided { customer, .. }
         | Change::Refused { customer, .. } => Some(*customer),
         Change::Merged { survivor, .. } => Some(*survivor),
         Change::Moved { to, from, .. } => to.or(*from),
-        Change::Decided { .. } => None,
     }
+}
+
+/// Every customer a change is about, for each customer's list of changes: both sides of a
+/// merge, a split or a refused merge, where a moved event came from and went to.
+pub fn change_customers(change: &Change) -> Vec<CustomerId> {
+    let mut customers = match change {
+        Change::Created { customer, .. }
+        | Change::Linked { customer, .. }
+        | Change::Erased { customer, .. }
+        | Change::Decided { customer, .. } => vec![*customer],
+        Change::Merged {
+            survivor, absorbed, ..
+        } => vec![*survivor, *absorbed],
+        Change::Split {
+            customer, restored, ..
+        } => vec![*customer, *restored],
+        Change::Refused {
+            customer, other, ..
+        } => std::iter::once(*customer).chain(*other).collect(),
+        Change::Moved { from, to, .. } => from.iter().chain(to).copied().collect(),
+    };
+    customers.dedup();
+    customers
 }
 
 /// The `identity.changes` record of `change`.

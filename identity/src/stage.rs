@@ -17,9 +17,15 @@
 //! already covers are skipped (their outputs are durable). Without a state (or one behind the
 //! batch) the graph is rebuilt from `identity.inputs` itself. Replaying a batch gives the same
 //! customers, so what a crash makes the stage write twice is written twice identically.
+//!
+//! Every change is also kept per customer it is about (table `identity_changes`: partition the
+//! customer id, clustering key the offset of the input that made it and its place among that
+//! input's changes), written before the position so that a replayed batch rewrites the same
+//! rows; `ListChanges` reads it. The graph in memory is shared ([`SharedGraph`]) with the gRPC
+//! service, which reads it and waits on it for the decisions it appends.
 
-use crate::model::{IdentityGraph, Input, Rules};
-use crate::records::{InputRecord, change_record, resolved_record};
+use crate::model::{Change, CustomerId, GraphError, IdentityGraph, Input, Rules};
+use crate::records::{InputRecord, change_customers, change_record, resolved_record};
 use bytes::Bytes;
 use kinfold_core::ports::{
     EventLog, KvError, KvMutation, KvStore, LogError, LogRecord, OutgoingRecord, TopicPartition,
@@ -27,8 +33,10 @@ use kinfold_core::ports::{
 use kinfold_core::stage::Processor;
 use kinfold_schemas::SchemaRegistry;
 use kinfold_schemas::codec::decode_framed_canonical;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::AddAssign;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use tokio::sync::watch;
 
 /// The identity stage's topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,11 +151,99 @@ const STATE_TABLE: &str = "identity_state";
 const STATE_PARTITION: &[u8] = b"graph";
 const POSITION_KEY: &[u8] = b"p";
 const INPUT_PREFIX: u8 = b'i';
+/// Each customer's changes: partition the customer id, clustering key
+/// `input offset (u64 BE) ++ index among that input's changes (u32 BE)`, value the change as
+/// JSON.
+pub const CHANGES_TABLE: &str = "identity_changes";
 
 fn input_key(sequence: usize) -> Bytes {
     let mut key = vec![INPUT_PREFIX];
     key.extend_from_slice(&(sequence as u64).to_be_bytes());
     Bytes::from(key)
+}
+
+/// The clustering key of a change in [`CHANGES_TABLE`].
+pub fn change_key(input_offset: u64, index: u32) -> Bytes {
+    let mut key = Vec::with_capacity(12);
+    key.extend_from_slice(&input_offset.to_be_bytes());
+    key.extend_from_slice(&index.to_be_bytes());
+    Bytes::from(key)
+}
+
+/// What a decision did: its changes, or why the graph refused it.
+pub type DecisionOutcome = Result<Vec<Change>, GraphError>;
+
+/// How many decisions' outcomes [`SharedGraph`] remembers for the callers waiting on them.
+const REMEMBERED_OUTCOMES: usize = 1_024;
+
+/// The identity graph as the resolve part holds it, shared with readers (the gRPC service).
+///
+/// Readers see the fold of `identity.inputs` up to where the resolve part has got; since the
+/// inputs are durable and the fold deterministic, what they see is what every later replay
+/// gives. [`Self::durable`] tells how far the outputs (resolved events, changes, state) are
+/// durable too, and [`Self::outcome`] what a decision at an offset did.
+#[derive(Debug)]
+pub struct SharedGraph {
+    folded: RwLock<Option<Folded>>,
+    durable: watch::Sender<u64>,
+    outcomes: Mutex<VecDeque<(u64, DecisionOutcome)>>,
+}
+
+impl Default for SharedGraph {
+    fn default() -> Self {
+        Self {
+            folded: RwLock::new(None),
+            durable: watch::Sender::new(0),
+            outcomes: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl SharedGraph {
+    /// Runs `read` on the graph; `None` while this process holds no graph (it does not own
+    /// `identity.inputs`, or is loading it).
+    pub fn read<R>(&self, read: impl FnOnce(&IdentityGraph) -> R) -> Option<R> {
+        let folded = self.folded.read().unwrap_or_else(PoisonError::into_inner);
+        folded.as_ref().map(|folded| read(&folded.graph))
+    }
+
+    /// Whether a graph is in memory.
+    pub fn is_held(&self) -> bool {
+        self.folded
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// The offset of `identity.inputs` below which every input's outputs are durable.
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
+    /// What the decision at `offset` of `identity.inputs` did, if it was applied here lately.
+    pub fn outcome(&self, offset: u64) -> Option<DecisionOutcome> {
+        self.outcomes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(at, _)| *at == offset)
+            .map(|(_, outcome)| outcome.clone())
+    }
+
+    fn remember(&self, outcomes: Vec<(u64, DecisionOutcome)>) {
+        if outcomes.is_empty() {
+            return;
+        }
+        let mut remembered = self.outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+        remembered.extend(outcomes);
+        while remembered.len() > REMEMBERED_OUTCOMES {
+            remembered.pop_front();
+        }
+    }
+
+    fn replace(&self, folded: Option<Folded>) {
+        *self.folded.write().unwrap_or_else(PoisonError::into_inner) = folded;
+    }
 }
 
 /// Folds `identity.inputs` into the identity graph.
@@ -159,8 +255,10 @@ pub struct ResolveProcessor {
     topics: IdentityTopics,
     /// Where the graph's state is kept; without it the graph is rebuilt from the log.
     state: Option<Arc<dyn KvStore>>,
-    /// `None` until the graph is built, and again after a failed batch.
-    folded: Mutex<Option<Folded>>,
+    /// The graph: `None` until it is built, and again after a failed batch.
+    shared: Arc<SharedGraph>,
+    /// Held while the graph is loaded or rebuilt, so that it is done once.
+    loading: tokio::sync::Mutex<()>,
 }
 
 /// Why the resolve part could not finish a batch.
@@ -190,8 +288,14 @@ impl ResolveProcessor {
             rules,
             topics,
             state: None,
-            folded: Mutex::new(None),
+            shared: Arc::default(),
+            loading: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The graph, for readers.
+    pub fn shared(&self) -> Arc<SharedGraph> {
+        self.shared.clone()
     }
 
     /// Keeps the graph's state in `kv`, with its position.
@@ -199,6 +303,39 @@ impl ResolveProcessor {
     pub fn with_state(mut self, kv: Arc<dyn KvStore>) -> Self {
         self.state = Some(kv);
         self
+    }
+
+    /// Makes sure the graph in memory has folded `identity.inputs` at least up to `until`
+    /// (exclusive; offsets below it are processed and their outputs durable): loads it from the
+    /// state, or else rebuilds it from the log. The gRPC service calls it when asked before the
+    /// first batch.
+    pub async fn prepare(&self, until: u64) -> Result<ResolveTally, ResolveError> {
+        let mut tally = ResolveTally::default();
+        let _loading = self.loading.lock().await;
+        let holds = self
+            .shared
+            .folded
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|folded| folded.next >= until);
+        if holds {
+            return Ok(tally);
+        }
+        let folded = match self.load().await? {
+            Some(loaded) if loaded.next >= until => {
+                tally.loaded_from_state += 1;
+                loaded
+            }
+            _ => {
+                tally.rebuilt_from_log += 1;
+                self.rebuild(until).await?
+            }
+        };
+        // What the state or the processed offsets cover has its outputs durable.
+        self.shared.durable.send_replace(folded.next);
+        self.shared.replace(Some(folded));
+        Ok(tally)
     }
 
     /// The graph as the key-value state has it, if there is one.
@@ -245,11 +382,9 @@ impl ResolveProcessor {
         }))
     }
 
-    /// Writes the inputs the state lacks, and the position, in one atomic batch.
-    async fn persist(&self, folded: &mut Folded) -> Result<(), ResolveError> {
-        let Some(kv) = &self.state else {
-            return Ok(());
-        };
+    /// The state rows the key-value store lacks: the graph's inputs since the last write, and
+    /// the position they reach.
+    fn state_mutations(folded: &Folded) -> Vec<KvMutation> {
         let inputs = folded.graph.inputs();
         let mut mutations = Vec::with_capacity(inputs.len() - folded.persisted + 1);
         for (sequence, input) in inputs.iter().enumerate().skip(folded.persisted) {
@@ -262,9 +397,24 @@ impl ResolveProcessor {
             clustering_key: Bytes::from_static(POSITION_KEY),
             value: Bytes::copy_from_slice(&folded.next.to_be_bytes()),
         });
-        kv.apply(STATE_TABLE, STATE_PARTITION, mutations, true)
-            .await?;
-        folded.persisted = inputs.len();
+        mutations
+    }
+
+    /// Writes each customer's new changes, then the graph's new inputs and the position in one
+    /// atomic, durable batch (which makes the changes before it durable too).
+    async fn persist(
+        &self,
+        change_rows: BTreeMap<CustomerId, Vec<KvMutation>>,
+        state: Vec<KvMutation>,
+    ) -> Result<(), ResolveError> {
+        let Some(kv) = &self.state else {
+            return Ok(());
+        };
+        for (customer, rows) in change_rows {
+            kv.apply(CHANGES_TABLE, customer.to_string().as_bytes(), rows, false)
+                .await?;
+        }
+        kv.apply(STATE_TABLE, STATE_PARTITION, state, true).await?;
         Ok(())
     }
 
@@ -314,7 +464,7 @@ impl ResolveProcessor {
                             )),
                             None => folding.tally.anonymous += 1,
                         }
-                        folding.push_changes(&resolution.changes, record.timestamp_millis);
+                        folding.push_changes(&resolution.changes, record);
                     }
                     Err(error) => {
                         tracing::error!(offset = record.offset, %error, "identity input does not decode as a canonical event; skipped");
@@ -324,13 +474,15 @@ impl ResolveProcessor {
             }
             Ok(InputRecord::Decision(decision)) => {
                 folding.tally.decisions += 1;
-                match graph.apply_decision(decision) {
-                    Ok(changes) => folding.push_changes(&changes, record.timestamp_millis),
+                let outcome = graph.apply_decision(decision);
+                match &outcome {
+                    Ok(changes) => folding.push_changes(changes, record),
                     Err(error) => {
                         tracing::warn!(offset = record.offset, %error, "identity decision refused");
                         folding.tally.refused_decisions += 1;
                     }
                 }
+                folding.outcomes.push((record.offset, outcome));
             }
             Err(error) => {
                 tracing::error!(offset = record.offset, %error, "unreadable identity input; skipped");
@@ -346,22 +498,41 @@ impl ResolveProcessor {
 struct Folding {
     resolved: Vec<OutgoingRecord>,
     changes: Vec<OutgoingRecord>,
+    /// Each customer's new rows of [`CHANGES_TABLE`].
+    change_rows: BTreeMap<CustomerId, Vec<KvMutation>>,
+    /// What each decision did, by its offset.
+    outcomes: Vec<(u64, DecisionOutcome)>,
     tally: ResolveTally,
 }
 
 impl Folding {
-    fn push_changes(&mut self, changes: &[crate::model::Change], timestamp_millis: i64) {
+    /// The changes `record`'s input made.
+    fn push_changes(&mut self, changes: &[Change], record: &LogRecord) {
         self.tally.changes += changes.len() as u64;
-        self.changes.extend(
-            changes
-                .iter()
-                .map(|change| change_record(change, timestamp_millis)),
-        );
+        for (index, change) in changes.iter().enumerate() {
+            let value =
+                Bytes::from(serde_json::to_vec(change).expect("a change always serialises"));
+            for customer in change_customers(change) {
+                self.change_rows
+                    .entry(customer)
+                    .or_default()
+                    .push(KvMutation::Put {
+                        clustering_key: change_key(record.offset, index as u32),
+                        value: value.clone(),
+                    });
+            }
+            self.changes
+                .push(change_record(change, record.timestamp_millis));
+        }
     }
 
     fn extend(&mut self, other: Folding) {
         self.resolved.extend(other.resolved);
         self.changes.extend(other.changes);
+        for (customer, rows) in other.change_rows {
+            self.change_rows.entry(customer).or_default().extend(rows);
+        }
+        self.outcomes.extend(other.outcomes);
         self.tally += other.tally;
     }
 }
@@ -378,44 +549,59 @@ impl Processor for ResolveProcessor {
         let Some(first) = records.first().map(|record| record.offset) else {
             return Ok(ResolveTally::default());
         };
-        let current = self
-            .folded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let mut output = Folding::default();
-        let mut folded = match current {
-            Some(folded) if folded.next >= first => folded,
-            _ => match self.load().await? {
-                Some(loaded) if loaded.next >= first => {
-                    output.tally.loaded_from_state += 1;
-                    loaded
-                }
-                _ => {
-                    output.tally.rebuilt_from_log += 1;
-                    self.rebuild(first).await?
-                }
-            },
+        let mut output = Folding {
+            tally: self.prepare(first).await?,
+            ..Folding::default()
         };
-        for record in records {
-            // Folded before (its outputs are durable): a batch replayed after a crash.
-            if record.offset < folded.next {
-                continue;
+        let (state, next, inputs) = {
+            let mut guard = self
+                .shared
+                .folded
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let folded = guard
+                .as_mut()
+                .ok_or_else(|| ResolveError::CorruptState("the graph went away".into()))?;
+            for record in records {
+                // Folded before (its outputs are durable): a batch replayed after a crash.
+                if record.offset < folded.next {
+                    continue;
+                }
+                let folding = self.fold(&mut folded.graph, record);
+                output.extend(folding);
+                folded.next = record.offset + 1;
             }
-            let folding = self.fold(&mut folded.graph, record);
-            output.extend(folding);
-            folded.next = record.offset + 1;
-        }
+            (
+                Self::state_mutations(folded),
+                folded.next,
+                folded.graph.inputs().len(),
+            )
+        };
         let (resolved, changes) = tokio::join!(
             self.log.append(&self.topics.resolved, output.resolved),
             self.log.append(&self.topics.changes, output.changes),
         );
         // Only a batch whose outputs are durable moves the graph on; after a failure the next
-        // batch (this one again) finds no graph and rebuilds it from the log.
-        resolved?;
-        changes?;
-        self.persist(&mut folded).await?;
-        *self.folded.lock().unwrap_or_else(PoisonError::into_inner) = Some(folded);
+        // batch (this one again) finds no graph and loads or rebuilds it.
+        let written = match resolved.and(changes) {
+            Ok(_) => self.persist(output.change_rows, state).await,
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = written {
+            self.shared.replace(None);
+            return Err(error);
+        }
+        if let Some(folded) = self
+            .shared
+            .folded
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            folded.persisted = inputs;
+        }
+        self.shared.remember(output.outcomes);
+        self.shared.durable.send_replace(next);
         Ok(output.tally)
     }
 }

@@ -81,10 +81,10 @@ pub struct ServeArgs {
     /// Address of the HTTP server (port 0 picks a free port; the bound address is printed).
     #[arg(long)]
     pub http_addr: Option<String>,
-    /// Address of the gRPC server.
+    /// Address of the gRPC server (port 0 picks a free port; the bound address is printed).
     #[arg(long)]
     pub grpc_addr: Option<String>,
-    /// Stages to run, comma-separated: ingest, all, or none (HTTP only). Default: all.
+    /// Stages to run, comma-separated: ingest, identity, all, or none (HTTP only). Default: all.
     #[arg(long, value_delimiter = ',')]
     pub stages: Option<Vec<String>>,
 }

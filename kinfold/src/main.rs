@@ -9,6 +9,7 @@ mod app;
 mod cli;
 mod commands;
 mod config;
+mod grpc;
 mod http;
 mod server;
 mod telemetry;

@@ -2,11 +2,13 @@
 
 use crate::app::App;
 use crate::config::Config;
+use crate::grpc;
 use crate::http::{self, HttpState};
 use anyhow::Context;
 use kinfold_core::ports::{EventLog, GroupOptions};
 use kinfold_core::stage::{Processor, StageConfig, StageStatus, run_stage};
 use kinfold_identity::model::Rules;
+use kinfold_identity::service::IdentityService;
 use kinfold_identity::stage::{ForwardProcessor, IdentityTopics, ResolveProcessor};
 use kinfold_ingest::stage::IngestProcessor;
 use std::io::Write as _;
@@ -22,6 +24,7 @@ pub struct Running {
     pub app: App,
     shutdown: watch::Sender<bool>,
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    grpc_task: tokio::task::JoinHandle<anyhow::Result<()>>,
     stage_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -112,12 +115,18 @@ async fn start_ingest(
     ))
 }
 
+/// The identity stage's two parts, and its gRPC service.
+type IdentityStage = (
+    Vec<(RunningStage, tokio::task::JoinHandle<()>)>,
+    IdentityService,
+);
+
 /// Starts the identity stage: forwarding canonical events to `identity.inputs`, and resolving
 /// them there in order (one batch at a time) with the graph's state in the key-value store.
 async fn start_identity(
     app: &App,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<Vec<(RunningStage, tokio::task::JoinHandle<()>)>> {
+) -> anyhow::Result<IdentityStage> {
     let rules = if app.config.identity.rules.is_empty() {
         Rules::default_rules()
     } else {
@@ -147,18 +156,26 @@ async fn start_identity(
     let mut config = StageConfig::new("identity");
     // The graph folds identity.inputs in order.
     config.max_in_flight = 1;
+    let processor = Arc::new(
+        ResolveProcessor::new(log.clone(), app.registry.clone(), rules, topics.clone())
+            .with_state(app.backends.kv.clone()),
+    );
     let resolve = supervise(
         "identity",
         log.clone(),
-        Arc::new(
-            ResolveProcessor::new(log, app.registry.clone(), rules, topics.clone())
-                .with_state(app.backends.kv.clone()),
-        ),
+        processor.clone(),
         GroupOptions::new("kinfold-identity", vec![topics.inputs.clone()]),
         config,
         shutdown,
     );
-    Ok(vec![forward, resolve])
+    let service = IdentityService::new(
+        processor,
+        resolve.0.status.clone(),
+        log,
+        app.backends.kv.clone(),
+        topics,
+    );
+    Ok((vec![forward, resolve], service))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -193,7 +210,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http.addr))?;
     let http_addr = listener.local_addr()?;
+    let grpc_listener = TcpListener::bind(&config.grpc.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.grpc.addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
     let app = App::open(config).await?;
+    let mut services = grpc::Services::default();
     let (shutdown, mut shutdown_signal) = watch::channel(false);
     let mut stages = Vec::new();
     let mut stage_tasks = Vec::new();
@@ -203,11 +225,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stage_tasks.push(task);
     }
     if app.config.serve.runs("identity")? {
-        for (stage, task) in start_identity(&app, shutdown_signal.clone()).await? {
+        let (parts, service) = start_identity(&app, shutdown_signal.clone()).await?;
+        for (stage, task) in parts {
             stages.push(stage);
             stage_tasks.push(task);
         }
+        services.identity = Some(service);
     }
+    let grpc_services: Vec<&str> = services
+        .identity
+        .iter()
+        .map(|_| "kinfold.v1.IdentityService")
+        .collect();
+    let grpc_task = tokio::spawn(grpc::run(grpc_listener, services, {
+        let mut shutdown = shutdown_signal.clone();
+        async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        }
+    }));
     let running_stages: Vec<&str> = stages.iter().map(|stage| stage.name).collect();
     let state = HttpState {
         app: app.clone(),
@@ -222,7 +257,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Where it listens, for people and for scripts; a closed stdout must not stop the server.
     let _ = writeln!(
         std::io::stdout(),
-        "kinfold serving on {storage}{log}\n  http  http://{http_addr}  (POST /v1/events, /registry, /metrics, /healthz, /readyz)\n  grpc  {grpc}: no gRPC services in this build yet; they arrive with the identity, profile and segment services\n  stages: {stages}",
+        "kinfold serving on {storage}{log}\n  http  http://{http_addr}  (POST /v1/events, /registry, /metrics, /healthz, /readyz)\n  grpc  grpc://{grpc_addr}  ({grpc}grpc.health.v1.Health, server reflection v1 and v1alpha)\n  stages: {stages}",
         storage = app.config.storage.url,
         log = app
             .config
@@ -231,7 +266,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .as_deref()
             .map(|log| format!(", event log {log}"))
             .unwrap_or_default(),
-        grpc = app.config.grpc.addr,
+        grpc = grpc_services
+            .iter()
+            .map(|service| format!("{service}, "))
+            .collect::<String>(),
         stages = if running_stages.is_empty() {
             "none (HTTP only)".to_owned()
         } else {
@@ -242,6 +280,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         app,
         shutdown,
         http_task,
+        grpc_task,
         stage_tasks,
     })
 }
@@ -255,6 +294,7 @@ impl Running {
             task.await.context("stage task")?;
         }
         self.http_task.await.context("http server task")??;
+        self.grpc_task.await.context("grpc server task")??;
         tracing::info!("kinfold stopped");
         Ok(())
     }

@@ -141,6 +141,8 @@ fn demo_streams_events_into_the_log() {
             "demo",
             "--http-addr",
             "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
             "--customers",
             "100",
             "--rate",

@@ -8,33 +8,12 @@
 use kinfold_core::EventId;
 use kinfold_identity::model::CustomerId;
 use kinfold_tests::shoppers::story;
-use kinfold_tests::{Server, dump_log};
+use kinfold_tests::{Server, dump_log, wait_stages_caught_up};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_kinfold");
-
-/// The identity stage's consumer lag gauges, once both parts report every partition at 0.
-fn identity_caught_up(server: &Server) -> bool {
-    let Ok(answer) = reqwest::blocking::get(format!("{}/metrics", server.url)) else {
-        return false;
-    };
-    let text = answer.text().unwrap_or_default();
-    let gauges: Vec<&str> = text
-        .lines()
-        .filter(|line| {
-            line.starts_with("kinfold_consumer_lag{")
-                && (line.contains("stage=\"identity\"")
-                    || line.contains("stage=\"identity-forward\""))
-        })
-        .collect();
-    let forward = gauges.iter().any(|line| line.contains("identity-forward"));
-    let resolve = gauges
-        .iter()
-        .any(|line| line.contains("stage=\"identity\""));
-    forward && resolve && gauges.iter().all(|line| line.ends_with(" 0"))
-}
 
 #[test]
 fn serve_resolves_posted_events_to_customers() {
@@ -59,16 +38,11 @@ fn serve_resolves_posted_events_to_customers() {
             .expect("uuid");
         ids.push(id);
     }
-    // The lag gauges are measured every 2 s: give them time to see the new records first.
-    std::thread::sleep(Duration::from_secs(3));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !identity_caught_up(&server) {
-        assert!(
-            Instant::now() < deadline,
-            "the identity stage did not catch up"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_stages_caught_up(
+        &server,
+        &["identity-forward", "identity"],
+        Duration::from_secs(60),
+    );
     server.stop().expect("graceful stop");
 
     let resolved = dump_log(BINARY.as_ref(), &data, "resolved").expect("dump resolved");

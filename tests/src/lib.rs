@@ -13,6 +13,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The gRPC server's `127.0.0.1:PORT`.
+    pub grpc: String,
 }
 
 impl Server {
@@ -38,7 +40,14 @@ impl Server {
             command.env("RUST_LOG", "warn");
         }
         let mut child = command
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -47,25 +56,32 @@ impl Server {
         let stdout = child.stdout.take().context("no stdout")?;
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let word = |line: &str, from: usize| {
+                line[from..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let mut http = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(start) = line.find("http://") {
-                    let url: String = line[start..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = sender.send(url);
+                    http = Some(word(&line, start));
+                }
+                if let (Some(start), Some(url)) = (line.find("grpc://"), &http) {
+                    let grpc = word(&line, start + "grpc://".len());
+                    let _ = sender.send((url.clone(), grpc));
                 }
             }
         });
-        let url = match receiver.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => url,
+        let (url, grpc) = match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(addresses) => addresses,
             Err(_) => {
                 let _ = child.kill();
-                bail!("kinfold did not print its address within 60 s");
+                bail!("kinfold did not print its addresses within 60 s");
             }
         };
-        let server = Self { child, url };
+        let server = Self { child, url, grpc };
         server.wait_ready(Duration::from_secs(60))?;
         Ok(server)
     }
@@ -260,6 +276,37 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Whether every one of `stages` reports a consumer lag of 0 on every partition it owns (and
+/// reports at all) on the server's `/metrics`.
+pub fn stages_caught_up(server: &Server, stages: &[&str]) -> bool {
+    let Ok(answer) = reqwest::blocking::get(format!("{}/metrics", server.url)) else {
+        return false;
+    };
+    let text = answer.text().unwrap_or_default();
+    stages.iter().all(|stage| {
+        let label = format!("stage=\"{stage}\"");
+        let mut gauges = text
+            .lines()
+            .filter(|line| line.starts_with("kinfold_consumer_lag{") && line.contains(&label))
+            .peekable();
+        gauges.peek().is_some() && gauges.all(|line| line.ends_with(" 0"))
+    })
+}
+
+/// Waits until [`stages_caught_up`]; the lag gauges are measured every 2 s, so it first gives
+/// them time to see records just written.
+pub fn wait_stages_caught_up(server: &Server, stages: &[&str], timeout: Duration) {
+    std::thread::sleep(Duration::from_secs(3));
+    let deadline = Instant::now() + timeout;
+    while !stages_caught_up(server, stages) {
+        assert!(
+            Instant::now() < deadline,
+            "stages {stages:?} did not catch up within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -95,6 +95,8 @@ pub enum Change {
     /// A person decided a refused merge or link: approved (it is made now) or rejected.
     Decided {
         review: u64,
+        /// The customer the review item is about.
+        customer: CustomerId,
         approved: bool,
         cause: Cause,
     },
@@ -608,6 +610,7 @@ impl IdentityGraph {
         };
         let mut changes = vec![Change::Decided {
             review,
+            customer: item.customer,
             approved: approve,
             cause: cause.clone(),
         }];
