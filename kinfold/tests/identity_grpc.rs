@@ -1,4 +1,4 @@
-//! `kinfold.v1.IdentityService` called by a client the project did not write: Python's grpcio,
+//! `kinfold.v1.IdentityService`, on the embedded log and on Kafka alike, called by a client the project did not write: Python's grpcio,
 //! which learns the API from the server's reflection service and knows nothing of Kinfold's
 //! `.proto` files (`tests/python/grpc_reflect_client.py`).
 //!
@@ -8,7 +8,7 @@
 //! against what they must do to those sets, before and after a restart.
 
 use kinfold_tests::shoppers::story;
-use kinfold_tests::{Server, run_python_json, wait_stages_caught_up};
+use kinfold_tests::{Server, TestLog, run_python_json, wait_stages_caught_up};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -152,9 +152,19 @@ fn tmall_order(buyer: &str) -> Value {
 
 #[test]
 fn a_reflection_client_resolves_merges_splits_reviews_and_erases() {
+    resolve_merge_split_review_erase(&TestLog::Embedded);
+}
+
+#[cfg(feature = "kafka")]
+#[test]
+fn a_reflection_client_resolves_merges_splits_reviews_and_erases_on_kafka() {
+    resolve_merge_split_review_erase(&TestLog::kafka());
+}
+
+fn resolve_merge_split_review_erase(log: &TestLog) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let server = Server::start(BINARY.as_ref(), &data).expect("kinfold starts");
+    let server = log.serve(BINARY.as_ref(), &data);
 
     // The API as a generic client finds it: reflection v1 and v1alpha, health.
     let found = run(
@@ -474,7 +484,7 @@ fn a_reflection_client_resolves_merges_splits_reviews_and_erases() {
 
     // After a restart the graph comes back from its state: the same answers.
     server.stop().expect("graceful stop");
-    let server = Server::start(BINARY.as_ref(), &data).expect("kinfold restarts");
+    let server = log.serve(BINARY.as_ref(), &data);
     let again = ok(
         &server,
         "Resolve",

@@ -1,4 +1,4 @@
-//! `kinfold serve` runs the identity stage: events posted over HTTP come out of
+//! `kinfold serve` runs the identity stage, on the embedded log and on Kafka alike: events posted over HTTP come out of
 //! `events.resolved` keyed by their customer, and `identity.changes` records how they joined. Worked out by hand from the default rules: the member (card M1), the WeChat
 //! shopper (openid, unionid) who bound a phone, and the member's later update with that phone
 //! are one person, whichever order the events reach the graph in (the canonical log has several
@@ -8,7 +8,7 @@
 use kinfold_core::EventId;
 use kinfold_identity::model::CustomerId;
 use kinfold_tests::shoppers::story;
-use kinfold_tests::{Server, dump_log, wait_stages_caught_up};
+use kinfold_tests::{TestLog, wait_stages_caught_up};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -17,9 +17,19 @@ const BINARY: &str = env!("CARGO_BIN_EXE_kinfold");
 
 #[test]
 fn serve_resolves_posted_events_to_customers() {
+    posted_events_resolve_to_customers(&TestLog::Embedded);
+}
+
+#[cfg(feature = "kafka")]
+#[test]
+fn serve_resolves_posted_events_to_customers_on_kafka() {
+    posted_events_resolve_to_customers(&TestLog::kafka());
+}
+
+fn posted_events_resolve_to_customers(log: &TestLog) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let server = Server::start(BINARY.as_ref(), &data).expect("kinfold starts");
+    let server = log.serve(BINARY.as_ref(), &data);
     let client = reqwest::blocking::Client::new();
     let mut ids = Vec::new();
     for event in story() {
@@ -45,8 +55,8 @@ fn serve_resolves_posted_events_to_customers() {
     );
     server.stop().expect("graceful stop");
 
-    let resolved = dump_log(BINARY.as_ref(), &data, "resolved").expect("dump resolved");
-    let changes = dump_log(BINARY.as_ref(), &data, "identity-changes").expect("dump changes");
+    let resolved = log.dump(BINARY.as_ref(), &data, "resolved");
+    let changes = log.dump(BINARY.as_ref(), &data, "identity-changes");
     // absorbed -> survivor, from the merges recorded.
     let mut merged_into: BTreeMap<String, String> = BTreeMap::new();
     for change in &changes {

@@ -141,7 +141,15 @@ pub fn dump_log(
     data_dir: &Path,
     topic: &str,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    let output = Command::new(binary)
+    dump_with(Command::new(binary), data_dir, topic)
+}
+
+fn dump_with(
+    mut command: Command,
+    data_dir: &Path,
+    topic: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let output = command
         .args(["log", "dump", "--topic", topic, "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
@@ -276,6 +284,47 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Where a test's `kinfold` processes keep their event log: the embedded log in their data
+/// directory, or a real Kafka-protocol broker (tansu) started for the test. End-to-end tests
+/// written against it run unchanged on both.
+#[derive(Debug)]
+pub enum TestLog {
+    Embedded,
+    Kafka(Broker),
+}
+
+impl TestLog {
+    /// A fresh broker.
+    pub fn kafka() -> Self {
+        Self::Kafka(Broker::start().expect("tansu starts"))
+    }
+
+    /// A `kinfold` command using this log (quick group timeouts on Kafka).
+    pub fn command(&self, binary: &Path) -> Command {
+        let mut command = Command::new(binary);
+        if let Self::Kafka(broker) = self {
+            command.env(
+                "KINFOLD__STORAGE__LOG",
+                format!(
+                    "kafka://{}?session.timeout.ms=6000&heartbeat.interval.ms=1000",
+                    broker.bootstrap
+                ),
+            );
+        }
+        command
+    }
+
+    /// `kinfold serve` on `data_dir` with this log.
+    pub fn serve(&self, binary: &Path, data_dir: &Path) -> Server {
+        Server::start_command(self.command(binary), data_dir).expect("kinfold starts")
+    }
+
+    /// [`dump_log`] of this log (the server stopped).
+    pub fn dump(&self, binary: &Path, data_dir: &Path, topic: &str) -> Vec<serde_json::Value> {
+        dump_with(self.command(binary), data_dir, topic).expect("kinfold log dump")
     }
 }
 
