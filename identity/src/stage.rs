@@ -75,15 +75,74 @@ impl IdentityTopics {
 }
 
 /// Copies canonical records to `identity.inputs`.
+///
+/// The stage loop runs several batches of a partition at once; their copies are queued in
+/// offset order ([`EventLog::start_append`]), so that the events of one canonical partition
+/// reach the graph in the order of that partition, and replaying a log gives the same order
+/// again. A batch waits for the one before it to be queued, for at most
+/// [`FORWARD_ORDER_WAIT`]: after a failure the one before may come back only later, and order
+/// is a nicety (resolution is correct in any order), never a reason to stall.
 #[derive(Debug, Clone)]
 pub struct ForwardProcessor {
     log: Arc<dyn EventLog>,
     topics: IdentityTopics,
+    /// The forwarding consumer group, whose committed offsets say where a partition starts.
+    group: String,
+    /// Per canonical partition, the offset after the last batch queued.
+    queued: Arc<Mutex<BTreeMap<u32, u64>>>,
+    queued_changed: Arc<tokio::sync::Notify>,
 }
 
+/// The longest a forwarded batch waits for the batch before it to be queued.
+pub const FORWARD_ORDER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl ForwardProcessor {
-    pub fn new(log: Arc<dyn EventLog>, topics: IdentityTopics) -> Self {
-        Self { log, topics }
+    /// Forwards for consumer group `group`.
+    pub fn new(log: Arc<dyn EventLog>, topics: IdentityTopics, group: impl Into<String>) -> Self {
+        Self {
+            log,
+            topics,
+            group: group.into(),
+            queued: Arc::default(),
+            queued_changed: Arc::default(),
+        }
+    }
+
+    /// Whether the batch starting at `first` of `partition` is next (or a batch redone).
+    fn is_next(&self, partition: u32, first: u64) -> bool {
+        self.queued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&partition)
+            .is_some_and(|queued| first <= *queued)
+    }
+
+    /// Where the stage starts reading `partition` when nothing of it was queued here yet: the
+    /// group's committed offset, else the start of the partition.
+    async fn note_start(&self, partition: u32) -> Result<(), LogError> {
+        let known = self
+            .queued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&partition);
+        if known {
+            return Ok(());
+        }
+        let canonical = &self.topics.canonical;
+        let start = match self
+            .log
+            .committed(&self.group, canonical, partition)
+            .await?
+        {
+            Some(committed) => committed,
+            None => self.log.watermarks(canonical, partition).await?.0,
+        };
+        self.queued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(partition)
+            .or_insert(start);
+        Ok(())
     }
 }
 
@@ -93,16 +152,35 @@ impl Processor for ForwardProcessor {
 
     async fn process(
         &self,
-        _partition: &TopicPartition,
+        partition: &TopicPartition,
         records: &[LogRecord],
     ) -> Result<u64, LogError> {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Ok(0);
+        };
         let inputs: Vec<OutgoingRecord> = records
             .iter()
             .map(|record| {
                 InputRecord::Event(record.value.clone()).outgoing(record.timestamp_millis)
             })
             .collect();
-        self.log.append(&self.topics.inputs, inputs).await?;
+        self.note_start(partition.partition).await?;
+        let deadline = tokio::time::Instant::now() + FORWARD_ORDER_WAIT;
+        while !self.is_next(partition.partition, first.offset) {
+            let changed = self.queued_changed.notified();
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                break;
+            }
+        }
+        let pending = self.log.start_append(&self.topics.inputs, inputs).await?;
+        self.queued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(partition.partition)
+            .and_modify(|queued| *queued = (*queued).max(last.offset + 1))
+            .or_insert(last.offset + 1);
+        self.queued_changed.notify_waiters();
+        pending.await?;
         Ok(records.len() as u64)
     }
 }

@@ -6,8 +6,9 @@
 //! decision; a third, with no state, rebuilds it from the input log; inputs delivered twice
 //! change nothing.
 
+use kinfold_benches::generator::{Generator, GeneratorConfig};
 use kinfold_core::EventId;
-use kinfold_core::ports::{EventLog, GroupOptions};
+use kinfold_core::ports::{EventLog, GroupOptions, OutgoingRecord};
 use kinfold_core::stage::{Processor, StageConfig, StageReport, StageStatus, run_stage};
 use kinfold_core::time::FixedClock;
 use kinfold_identity::model::{Change, CustomerId, Input, Rules};
@@ -75,9 +76,21 @@ async fn run_until_caught_up<P: Processor>(
     topic: &str,
     max_in_flight: usize,
 ) -> StageReport<P::Tally> {
+    run_in_batches(fixture, processor, group, topic, max_in_flight, 2).await
+}
+
+/// [`run_until_caught_up`], handing over at most `batch` records at a time.
+async fn run_in_batches<P: Processor>(
+    fixture: &Fixture,
+    processor: P,
+    group: &str,
+    topic: &str,
+    max_in_flight: usize,
+    batch: usize,
+) -> StageReport<P::Tally> {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let mut options = GroupOptions::new(group, vec![topic.to_owned()]);
-    options.batch = 2;
+    options.batch = batch;
     let mut config = StageConfig::new(group);
     config.max_in_flight = max_in_flight;
     config.idle = Duration::from_millis(10);
@@ -90,7 +103,7 @@ async fn run_until_caught_up<P: Processor>(
         Arc::new(StageStatus::default()),
         shutdown,
     ));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     'wait: loop {
         assert!(
             std::time::Instant::now() < deadline,
@@ -173,7 +186,11 @@ async fn events_resolve_to_customers_and_a_split_moves_them_back() {
     }
     run_until_caught_up(
         &fixture,
-        ForwardProcessor::new(fixture.log.clone(), fixture.topics.clone()),
+        ForwardProcessor::new(
+            fixture.log.clone(),
+            fixture.topics.clone(),
+            "identity-forward",
+        ),
         "identity-forward",
         "events.canonical",
         8,
@@ -294,4 +311,205 @@ async fn events_resolve_to_customers_and_a_split_moves_them_back() {
     assert_eq!(report.tally.changes, 0);
     assert_eq!(changes(&fixture).await.len(), first_changes.len() + 3);
     assert_eq!(resolved(&fixture).await, expected);
+}
+
+/// Copies every record of `topic` in `from`, partition by partition and in order, to `to`.
+async fn copy_topic(from: &Fixture, to: &Fixture, topic: &str) {
+    for partition in 0..from.log.partitions(topic).await.expect("partitions") {
+        let records: Vec<OutgoingRecord> = from
+            .log
+            .read(topic, partition, 0, 1_000_000)
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|record| OutgoingRecord {
+                key: record.key,
+                value: record.value,
+                headers: record.headers,
+                timestamp_millis: record.timestamp_millis,
+                partition: Some(partition),
+            })
+            .collect();
+        to.log.append(topic, records).await.expect("copied");
+    }
+}
+
+fn resolver(fixture: &Fixture) -> ResolveProcessor {
+    ResolveProcessor::new(
+        fixture.log.clone(),
+        fixture.registry.clone(),
+        Rules::default_rules(),
+        fixture.topics.clone(),
+    )
+    .with_state(fixture.kv.clone())
+}
+
+/// The digest of the graph kept in `fixture`'s state, loaded by a fresh processor.
+async fn stored_digest(fixture: &Fixture) -> String {
+    let processor = resolver(fixture);
+    let report = processor.prepare(0).await.expect("loads");
+    assert_eq!((report.loaded_from_state, report.rebuilt_from_log), (1, 0));
+    processor
+        .shared()
+        .read(|graph| graph.digest())
+        .expect("a graph")
+}
+
+/// Forwards and resolves everything in `fixture`, `batch` records at a time. Returns the digest
+/// of the graph in memory and the events' customers.
+async fn forward_and_resolve(
+    fixture: &Fixture,
+    batch: usize,
+    inputs_from_start: u64,
+) -> (String, BTreeMap<EventId, CustomerId>) {
+    run_in_batches(
+        fixture,
+        ForwardProcessor::new(
+            fixture.log.clone(),
+            fixture.topics.clone(),
+            "identity-forward",
+        ),
+        "identity-forward",
+        "events.canonical",
+        8,
+        batch,
+    )
+    .await;
+    let inputs = kinfold_tests::total_records(fixture.log.as_ref(), &fixture.topics.inputs).await;
+    assert!(inputs > inputs_from_start);
+    let resolve = resolver(fixture);
+    let graph = resolve.shared();
+    run_in_batches(fixture, resolve, "identity", "identity.inputs", 1, batch).await;
+    let digest = graph.read(|graph| graph.digest()).expect("a graph");
+    (digest, resolved(fixture).await)
+}
+
+/// Replaying the log from the start into a fresh state gives the same graph, byte for byte,
+/// whatever the batch size, and the graph kept in the state is the graph in memory:
+/// - `events.canonical` (one partition, so one order) copied into a fresh store and resolved
+///   there in batches of 1, 7, 64 and 5,000 gives the digest of the first run (batches of 500);
+/// - with decisions by hand in `identity.inputs` (a merge, a split, an erasure), copying
+///   `identity.inputs` (which holds every canonical frame as the graph saw it, and the
+///   decisions) into a fresh store and resolving it in batches of 1, 13 and 5,000 gives the
+///   digest of the live graph.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_into_a_fresh_state_gives_the_same_digest_at_any_batch_size() {
+    let live_dir = tempfile::tempdir().expect("temp dir");
+    let live_database = EmbeddedDatabase::open(live_dir.path()).expect("opens");
+    let live = fixture(&live_database).await;
+    // A small population over a long window: people come back on other channels, so customers
+    // meet and merge.
+    let mut generator = Generator::new(GeneratorConfig {
+        customers: 150,
+        days: 120,
+        ..GeneratorConfig::default()
+    });
+    let origin = Origin::channel("replay-test");
+    for chunk in generator.take_events(3_000).chunks(250) {
+        let submissions = chunk
+            .iter()
+            .map(|body| {
+                live.intake
+                    .record(body.clone(), b"generated", &origin, None)
+            })
+            .collect();
+        live.writer.submit(submissions).await.expect("written");
+    }
+    let (live_digest, live_customers) = forward_and_resolve(&live, 500, 0).await;
+    // The forward part keeps the canonical partition's order, batches in flight or not.
+    let canonical: Vec<_> = all(live.log.as_ref(), "events.canonical")
+        .await
+        .into_iter()
+        .map(|record| InputRecord::Event(record.value))
+        .collect();
+    let inputs: Vec<_> = all(live.log.as_ref(), &live.topics.inputs)
+        .await
+        .iter()
+        .map(|record| InputRecord::decode(&record.value).expect("an input"))
+        .collect();
+    assert!(canonical == inputs, "identity.inputs in canonical order");
+    assert_eq!(stored_digest(&live).await, live_digest);
+    let merges = changes(&live)
+        .await
+        .iter()
+        .filter(|change| matches!(change, Change::Merged { .. }))
+        .count();
+    assert!(merges > 10, "the history merges customers: {merges}");
+    assert!(live_customers.len() > 2_000, "{}", live_customers.len());
+
+    for (run, batch) in [1, 7, 64, 5_000].into_iter().enumerate() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = EmbeddedDatabase::open(dir.path()).expect("opens");
+        let fresh = fixture(&database).await;
+        copy_topic(&live, &fresh, "events.canonical").await;
+        let (digest, customers) = forward_and_resolve(&fresh, batch, 0).await;
+        assert_eq!(digest, live_digest, "run {run}: batches of {batch}");
+        assert_eq!(
+            stored_digest(&fresh).await,
+            live_digest,
+            "batches of {batch}"
+        );
+        assert_eq!(customers, live_customers, "batches of {batch}");
+    }
+
+    // Decisions by hand, between events: merge two customers, split them again, erase one.
+    let customers: Vec<CustomerId> = live_customers
+        .values()
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (a, b, c) = (customers[0], customers[1], customers[2]);
+    let decisions = [
+        Input::Merge {
+            survivor: a,
+            absorbed: b,
+            reason: "the same person".into(),
+        },
+        Input::Split {
+            customer: a,
+            restored: b,
+            reason: "not the same person after all".into(),
+        },
+        Input::Erase {
+            customer: c,
+            reason: "asked to be forgotten".into(),
+        },
+    ];
+    let before = kinfold_tests::total_records(live.log.as_ref(), &live.topics.inputs).await;
+    let resolve = resolver(&live);
+    let graph = resolve.shared();
+    for decision in decisions {
+        live.log
+            .append(
+                &live.topics.inputs,
+                vec![InputRecord::Decision(decision).outgoing(0)],
+            )
+            .await
+            .expect("appended");
+    }
+    let report = run_in_batches(&live, resolve, "identity", "identity.inputs", 1, 500).await;
+    assert_eq!(
+        (report.tally.decisions, report.tally.refused_decisions),
+        (3, 0)
+    );
+    let decided_digest = graph.read(|graph| graph.digest()).expect("a graph");
+    assert_ne!(decided_digest, live_digest, "the erasure changed the graph");
+    assert_eq!(stored_digest(&live).await, decided_digest);
+    for batch in [1, 13, 5_000] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = EmbeddedDatabase::open(dir.path()).expect("opens");
+        let fresh = fixture(&database).await;
+        copy_topic(&live, &fresh, &live.topics.inputs).await;
+        let resolve = resolver(&fresh);
+        let graph = resolve.shared();
+        let report = run_in_batches(&fresh, resolve, "identity", "identity.inputs", 1, batch).await;
+        assert_eq!(report.records, before + 3, "batches of {batch}");
+        assert_eq!(
+            graph.read(|graph| graph.digest()).expect("a graph"),
+            decided_digest,
+            "identity.inputs in batches of {batch}"
+        );
+        assert_eq!(stored_digest(&fresh).await, decided_digest);
+    }
 }

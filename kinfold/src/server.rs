@@ -115,6 +115,9 @@ async fn start_ingest(
     ))
 }
 
+/// The consumer group that forwards canonical events to `identity.inputs`.
+const FORWARD_GROUP: &str = "kinfold-identity-forward";
+
 /// The identity stage's two parts, and its gRPC service.
 type IdentityStage = (
     Vec<(RunningStage, tokio::task::JoinHandle<()>)>,
@@ -148,8 +151,12 @@ async fn start_identity(
     let forward = supervise(
         "identity-forward",
         log.clone(),
-        Arc::new(ForwardProcessor::new(log.clone(), topics.clone())),
-        GroupOptions::new("kinfold-identity-forward", vec![topics.canonical.clone()]),
+        Arc::new(ForwardProcessor::new(
+            log.clone(),
+            topics.clone(),
+            FORWARD_GROUP,
+        )),
+        GroupOptions::new(FORWARD_GROUP, vec![topics.canonical.clone()]),
         StageConfig::new("identity-forward"),
         shutdown.clone(),
     );

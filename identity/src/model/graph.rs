@@ -290,6 +290,40 @@ impl IdentityGraph {
         graph
     }
 
+    /// The graph's canonical bytes: every customer (id, creation order, identifiers), where
+    /// each absorbed and erased customer went, the review queue, and the customer of every
+    /// event seen, all in sorted order, as JSON. Two graphs are the same exactly when these
+    /// bytes are; replay must give them again.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Snapshot<'a> {
+            customers: Vec<&'a Customer>,
+            absorbed_into: BTreeMap<&'a CustomerId, &'a CustomerId>,
+            erased: BTreeSet<&'a CustomerId>,
+            review: Vec<&'a ReviewItem>,
+            next_review: u64,
+            events: BTreeMap<EventId, Option<CustomerId>>,
+        }
+        let snapshot = Snapshot {
+            customers: self.customers.values().collect(),
+            absorbed_into: self.absorbed_into.iter().collect(),
+            erased: self.erased.iter().collect(),
+            review: self.review.values().collect(),
+            next_review: self.next_review,
+            events: self.event_customers().into_iter().collect(),
+        };
+        serde_json::to_vec(&snapshot).expect("a graph always serialises")
+    }
+
+    /// The SHA-256 of [`Self::canonical_bytes`], in hex: the graph's digest.
+    pub fn digest(&self) -> String {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(self.canonical_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
     /// The inputs so far.
     pub fn inputs(&self) -> &[Input] {
         &self.inputs
