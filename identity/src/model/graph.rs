@@ -31,7 +31,10 @@
 use super::rules::Rules;
 use kinfold_core::{EventId, Identifier};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+// foldhash: fast, and seeded per process, so identifiers from outside cannot aim at its
+// buckets; nothing iterates these maps in an order that shows.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// A unified customer id: derived from the id of the event that first saw the customer, so

@@ -95,9 +95,21 @@ struct BlockedRule {
 #[derive(Debug, Clone)]
 pub struct Rules {
     file: RulesFile,
-    rank: BTreeMap<IdentifierKind, usize>,
-    limits: BTreeMap<IdentifierKind, (usize, bool)>,
+    /// By [`kind_index`]: rank, whether it merges, its limit.
+    rank: [usize; KINDS],
+    merges: [bool; KINDS],
+    limits: [Option<(usize, bool)>; KINDS],
     blocked: Vec<BlockedRule>,
+}
+
+const KINDS: usize = IdentifierKind::ALL.len();
+
+/// The place of `kind` in [`IdentifierKind::ALL`], for the rules' tables.
+fn kind_index(kind: IdentifierKind) -> usize {
+    IdentifierKind::ALL
+        .iter()
+        .position(|other| *other == kind)
+        .expect("every kind is in ALL")
 }
 
 impl Rules {
@@ -162,10 +174,23 @@ impl Rules {
                 label,
             });
         }
+        let mut rank_table = [rank.len(); KINDS];
+        for (kind, position) in &rank {
+            rank_table[kind_index(*kind)] = *position;
+        }
+        let mut merges = [false; KINDS];
+        for kind in &file.merge_on {
+            merges[kind_index(*kind)] = true;
+        }
+        let mut limit_table = [None; KINDS];
+        for (kind, limit) in &limits {
+            limit_table[kind_index(*kind)] = Some(*limit);
+        }
         Ok(Self {
             file,
-            rank,
-            limits,
+            rank: rank_table,
+            merges,
+            limits: limit_table,
             blocked,
         })
     }
@@ -177,17 +202,17 @@ impl Rules {
 
     /// The rank of `kind`: 0 is the strongest; unlisted kinds rank after every listed one.
     pub fn rank(&self, kind: IdentifierKind) -> usize {
-        self.rank.get(&kind).copied().unwrap_or(self.rank.len())
+        self.rank[kind_index(kind)]
     }
 
     /// Whether an identifier of `kind` may join two known customers.
     pub fn merges_on(&self, kind: IdentifierKind) -> bool {
-        self.file.merge_on.contains(&kind)
+        self.merges[kind_index(kind)]
     }
 
     /// The limit on `kind`: how many, and whether per issuer.
     pub fn limit(&self, kind: IdentifierKind) -> Option<(usize, bool)> {
-        self.limits.get(&kind).copied()
+        self.limits[kind_index(kind)]
     }
 
     /// The blocked rule `identifier` falls under, described, if any.
@@ -204,25 +229,34 @@ impl Rules {
             .map(|rule| rule.label.as_str())
     }
 
-    /// The first limit that a customer holding `identifiers` breaks, described, if any.
+    /// The first limit that a customer holding `identifiers` breaks, described, if any
+    /// (first in (kind, issuer) order).
     pub fn broken_limit<'a>(
         &self,
         identifiers: impl IntoIterator<Item = &'a Identifier>,
     ) -> Option<String> {
-        let mut counts: BTreeMap<(IdentifierKind, Option<&str>), usize> = BTreeMap::new();
-        for identifier in identifiers {
-            if let Some((_, per_issuer)) = self.limit(identifier.kind) {
-                let issuer = per_issuer.then_some(identifier.issuer.as_str());
-                *counts.entry((identifier.kind, issuer)).or_default() += 1;
-            }
-        }
-        counts.into_iter().find_map(|((kind, issuer), count)| {
-            let (max, _) = self.limit(kind)?;
-            (count > max).then(|| match issuer {
-                Some(issuer) => format!("at most {max} {kind} per issuer ({issuer})"),
-                None => format!("at most {max} {kind} per customer"),
+        // A customer holds a handful of identifiers: count them in a small sorted list.
+        let mut limited: Vec<(IdentifierKind, Option<&str>)> = identifiers
+            .into_iter()
+            .filter_map(|identifier| {
+                let (_, per_issuer) = self.limit(identifier.kind)?;
+                Some((
+                    identifier.kind,
+                    per_issuer.then_some(identifier.issuer.as_str()),
+                ))
             })
-        })
+            .collect();
+        limited.sort_unstable();
+        limited
+            .chunk_by(|a, b| a == b)
+            .find_map(|group| {
+                let (kind, issuer) = group[0];
+                let (max, _) = self.limit(kind)?;
+                (group.len() > max).then(|| match issuer {
+                    Some(issuer) => format!("at most {max} {kind} per issuer ({issuer})"),
+                    None => format!("at most {max} {kind} per customer"),
+                })
+            })
     }
 }
 
