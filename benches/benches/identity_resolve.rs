@@ -102,8 +102,9 @@ fn union_find_run(stream: &Stream) -> (Duration, usize) {
     }
     let elapsed = started.elapsed();
     assert_eq!(roots.len(), stream.events.len());
-    let distinct: std::collections::HashSet<u32> =
-        (0..index.len() as u32).map(|at| sets.find_mut(at)).collect();
+    let distinct: std::collections::HashSet<u32> = (0..index.len() as u32)
+        .map(|at| sets.find_mut(at))
+        .collect();
     drop(std::hint::black_box(roots));
     (elapsed, distinct.len())
 }

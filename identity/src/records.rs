@@ -107,6 +107,7 @@ pub fn change_customer(change: &Change) -> Option<CustomerId> {
         | Change::Refused { customer, .. } => Some(*customer),
         Change::Merged { survivor, .. } => Some(*survivor),
         Change::Moved { to, from, .. } => to.or(*from),
+        Change::RulesChanged { .. } => None,
     }
 }
 
@@ -128,6 +129,7 @@ pub fn change_customers(change: &Change) -> Vec<CustomerId> {
             customer, other, ..
         } => std::iter::once(*customer).chain(*other).collect(),
         Change::Moved { from, to, .. } => from.iter().chain(to).copied().collect(),
+        Change::RulesChanged { .. } => Vec::new(),
     };
     customers.dedup();
     customers

@@ -7,7 +7,7 @@
 //! graph's one input order (and a replay makes them again), and answered once the resolve part
 //! has applied them and their outputs are durable, with the changes they made.
 
-use crate::model::{Cause, Change, CustomerId, GraphError, IdentityGraph, Input};
+use crate::model::{Cause, Change, CustomerId, GraphError, IdentityGraph, Input, Rules};
 use crate::records::InputRecord;
 use crate::stage::{CHANGES_TABLE, IdentityTopics, ResolveProcessor, SharedGraph, change_key};
 use bytes::Bytes;
@@ -224,6 +224,11 @@ fn graph_status(error: &GraphError) -> Status {
                 "the same customer as the survivor",
             ),
         ),
+        GraphError::InvalidRules(_) => Status::with_error_details(
+            Code::InvalidArgument,
+            error.to_string(),
+            ErrorDetails::with_bad_request_violation("rules_toml", error.to_string()),
+        ),
         GraphError::BreaksRule(_) | GraphError::NotMerged { .. } => {
             Status::failed_precondition(error.to_string())
         }
@@ -363,6 +368,9 @@ pub fn change_proto(change: &Change, input_offset: u64) -> pb::Change {
                 identifiers: identifiers_proto(identifiers),
             }),
         ),
+        Change::RulesChanged { cause } => {
+            (Some(cause), Kind::RulesChanged(pb::change::RulesChanged {}))
+        }
         Change::Moved { event_id, from, to } => (
             None,
             Kind::Moved(pb::change::Moved {
@@ -653,6 +661,15 @@ impl IdentityApi for IdentityService {
         }))
     }
 
+    async fn re_resolve(
+        &self,
+        request: Request<pb::ReResolveRequest>,
+    ) -> Result<Response<pb::ReResolveResponse>, Status> {
+        self.re_resolve_rules(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn decide_review(
         &self,
         request: Request<pb::DecideReviewRequest>,
@@ -683,6 +700,39 @@ impl IdentityApi for IdentityService {
         Ok(Response::new(pb::DecideReviewResponse {
             changes: changes_proto(&changes, offset),
         }))
+    }
+}
+
+impl IdentityService {
+    /// `ReResolve`: checked here, applied by the resolve part in the graph's input order.
+    async fn re_resolve_rules(
+        &self,
+        request: pb::ReResolveRequest,
+    ) -> Result<pb::ReResolveResponse, Status> {
+        let mut violations = Violations::default();
+        let rules = match Rules::from_toml(&request.rules_toml) {
+            Ok(rules) => Some(rules),
+            Err(error) => {
+                violations.add("rules_toml", error.to_string());
+                None
+            }
+        };
+        violations.reason("reason", &request.reason);
+        violations.check()?;
+        let rules = rules.expect("checked");
+        let customers_before = self.read(|graph| graph.customers().count()).await? as u64;
+        let (changes, offset) = self
+            .decide(Input::Rules {
+                rules: rules.file().clone(),
+                reason: request.reason,
+            })
+            .await?;
+        let customers_after = self.read(|graph| graph.customers().count()).await? as u64;
+        Ok(pb::ReResolveResponse {
+            changes: changes_proto(&changes, offset),
+            customers_before,
+            customers_after,
+        })
     }
 }
 

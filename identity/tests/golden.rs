@@ -151,6 +151,7 @@ impl Names {
             Change::Split {
                 customer, restored, ..
             } => format!("split {} out of {}", self.of(restored), self.of(customer)),
+            Change::RulesChanged { cause: c } => format!("rules changed ({})", cause(c)),
             Change::Moved { event_id, from, to } => format!(
                 "moved {} from {} to {}",
                 self.event(event_id),

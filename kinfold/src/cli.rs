@@ -54,7 +54,7 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
-    /// Identity resolution: preview a rule change.
+    /// Identity resolution: preview a rule change, then apply it.
     Identity {
         #[command(subcommand)]
         command: IdentityCommand,
@@ -244,5 +244,22 @@ pub enum IdentityCommand {
         json: bool,
         #[command(flatten)]
         storage: StorageArgs,
+    },
+    /// Apply a rule file on a running Kinfold: the whole history is re-resolved under it by
+    /// replay (the change goes into the graph's input log, so later replays make it again), and
+    /// every event that moved is reported.
+    Reresolve {
+        /// The new rule file (TOML, like `identity/rules.default.toml`).
+        #[arg(long)]
+        rules: PathBuf,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: String,
+        /// The gRPC address of the process running the identity stage.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        grpc: String,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }

@@ -201,7 +201,8 @@ fn resolve_merge_split_review_erase(log: &TestLog) {
             "Erase",
             "ListChanges",
             "ListReview",
-            "DecideReview"
+            "DecideReview",
+            "ReResolve"
         ])
     );
     assert_eq!(found[3]["status"], "SERVING", "{}", found[3]);
@@ -494,5 +495,91 @@ fn resolve_merge_split_review_erase(log: &TestLog) {
     assert_eq!(ids(&again["customer"]["identifiers"]), person_ids);
     assert_eq!(all_changes(&server, &person, 3), history);
     assert_eq!(call(&server, "Resolve", buyer)["code"], "NOT_FOUND");
+
+    // A rule change, applied with `kinfold identity reresolve`: phones no longer merge. By
+    // hand: the member keeps card M1 alone; the shopper keeps openid, unionid and the phone they
+    // bound (the member's update with that phone no longer pulls them together); card M2, met
+    // only with that phone, makes a customer of its own instead of waiting for review.
+    let defaults = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../identity/rules.default.toml"),
+    )
+    .expect("the default rules");
+    let merge_on = defaults.find("merge_on = [").expect("merge_on");
+    let phone_line = merge_on
+        + defaults[merge_on..]
+            .find("  \"phone\",\n")
+            .expect("phone merges");
+    let no_phone = format!(
+        "{}{}",
+        &defaults[..phone_line],
+        &defaults[phone_line + "  \"phone\",\n".len()..]
+    );
+    let rule_file = dir.path().join("no-phone-merges.toml");
+    std::fs::write(&rule_file, no_phone).expect("rule file");
+    let output = std::process::Command::new(BINARY)
+        .args([
+            "identity",
+            "reresolve",
+            "--json",
+            "--reason",
+            "phones are shared in families",
+        ])
+        .arg("--rules")
+        .arg(&rule_file)
+        .args(["--grpc", &server.grpc])
+        .output()
+        .expect("reresolve runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let applied: Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert!(
+        applied["moved"].as_array().expect("moved").len() >= 3,
+        "the shopper's two events and the M2 update move: {applied}"
+    );
+    let check_re_resolved = |server: &Server| {
+        let member = ok(
+            server,
+            "Resolve",
+            by_identifier("member_card", "kinfold-demo", "M1"),
+        );
+        assert_eq!(
+            ids(&member["customer"]["identifiers"]),
+            BTreeSet::from([id("member_card", "kinfold-demo", "M1")])
+        );
+        let wechat = ok(server, "Resolve", openid("o-1"));
+        assert_eq!(
+            ids(&wechat["customer"]["identifiers"]),
+            BTreeSet::from([
+                id("wechat_openid", "wxmp0001", "o-1"),
+                id("wechat_unionid", "open_platform", "u-o-1"),
+                phone.clone(),
+            ])
+        );
+        let card = ok(
+            server,
+            "Resolve",
+            by_identifier("member_card", "kinfold-demo", "M2"),
+        );
+        assert_eq!(
+            ids(&card["customer"]["identifiers"]),
+            BTreeSet::from([id("member_card", "kinfold-demo", "M2")])
+        );
+        assert_eq!(ok(server, "ListReview", json!({}))["items"], json!([]));
+    };
+    check_re_resolved(&server);
+    assert_eq!(
+        applied["customers_after"].as_u64(),
+        applied["customers_before"]
+            .as_u64()
+            .map(|before| before + 2),
+        "{applied}"
+    );
+    // The change is an input of the graph: a restart's replay makes it again.
+    server.stop().expect("graceful stop");
+    let server = log.serve(BINARY.as_ref(), &data);
+    check_re_resolved(&server);
     server.stop().expect("graceful stop");
 }

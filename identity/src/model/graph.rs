@@ -28,7 +28,7 @@
 //! [`Input::Split`]), so every event lands where it would have without the merge, and the ids
 //! come back because they derive from first-seen events.
 
-use super::rules::Rules;
+use super::rules::{Rules, RulesFile};
 use kinfold_core::{EventId, Identifier};
 use serde::{Deserialize, Serialize};
 // foldhash: fast, and seeded per process, so identifiers from outside cannot aim at its
@@ -110,7 +110,12 @@ pub enum Change {
         identifiers: Vec<Identifier>,
         cause: Cause,
     },
-    /// After a split, an event that now belongs to another customer (`None`: to nobody, its
+    /// The rules changed by hand: the whole history was re-resolved under the new ones, and
+    /// every event that went to another customer follows as [`Change::Moved`].
+    RulesChanged {
+        cause: Cause,
+    },
+    /// After a split or a rule change, an event that now belongs to another customer (`None`: to nobody, its
     /// customer was erased).
     Moved {
         event_id: EventId,
@@ -172,6 +177,8 @@ pub enum GraphError {
     BreaksRule(String),
     #[error("no review item {0}")]
     UnknownReview(u64),
+    #[error("invalid rules: {0}")]
+    InvalidRules(String),
     #[error("{restored} was not merged into {customer}")]
     NotMerged {
         customer: CustomerId,
@@ -211,6 +218,9 @@ pub enum Input {
         restored: CustomerId,
         reason: String,
     },
+    /// New rules from here on, and for the whole history before: it is re-resolved under them
+    /// (see [`IdentityGraph::change_rules`]).
+    Rules { rules: RulesFile, reason: String },
 }
 
 /// Two lineages a split keeps apart: no automatic merge joins a customer holding `a` (itself or
@@ -268,8 +278,17 @@ impl IdentityGraph {
         }
     }
 
-    /// The graph that `inputs` make under `rules`.
+    /// The graph that `inputs` make under `rules`, or under the last rules the inputs change
+    /// to: a rule change re-resolves the whole history.
     pub fn replay(rules: Rules, inputs: &[Input]) -> Self {
+        let rules = inputs
+            .iter()
+            .rev()
+            .find_map(|input| match input {
+                Input::Rules { rules, .. } => Rules::new(rules.clone()).ok(),
+                _ => None,
+            })
+            .unwrap_or(rules);
         let mut graph = Self::new(rules);
         for (index, input) in inputs.iter().enumerate() {
             if let Input::Split {
@@ -470,14 +489,14 @@ impl IdentityGraph {
         {
             return Err(GraphError::NotMerged { customer, restored });
         }
-        let before = self.event_customers();
-        let mut inputs = std::mem::take(&mut self.inputs);
-        inputs.push(Input::Split {
-            customer,
-            restored,
-            reason: reason.to_owned(),
-        });
-        *self = Self::replay(self.rules.clone(), &inputs);
+        let moved = self.re_resolve(
+            self.rules.clone(),
+            Input::Split {
+                customer,
+                restored,
+                reason: reason.to_owned(),
+            },
+        );
         let mut changes = vec![Change::Split {
             customer,
             restored,
@@ -490,12 +509,50 @@ impl IdentityGraph {
                 reason: reason.to_owned(),
             },
         }];
-        for ((event_id, from), (_, to)) in before.into_iter().zip(self.event_customers()) {
-            if from != to {
-                changes.push(Change::Moved { event_id, from, to });
-            }
-        }
+        changes.extend(moved);
         Ok(changes)
+    }
+
+    /// Changes the rules by hand: the whole history is re-resolved under `rules` (limits,
+    /// merge kinds and blocked values apply from the beginning, as if they always had), and the
+    /// change is recorded, so that a replay makes it again. Returns the rule change and every
+    /// event that moved.
+    pub fn change_rules(
+        &mut self,
+        rules: RulesFile,
+        reason: &str,
+    ) -> Result<Vec<Change>, GraphError> {
+        let checked = Rules::new(rules.clone())
+            .map_err(|error| GraphError::InvalidRules(error.to_string()))?;
+        let moved = self.re_resolve(
+            checked,
+            Input::Rules {
+                rules,
+                reason: reason.to_owned(),
+            },
+        );
+        let mut changes = vec![Change::RulesChanged {
+            cause: Cause::Manual {
+                reason: reason.to_owned(),
+            },
+        }];
+        changes.extend(moved);
+        Ok(changes)
+    }
+
+    /// Records `input` and re-resolves the whole history under `rules`; returns every event
+    /// whose customer changed.
+    fn re_resolve(&mut self, rules: Rules, input: Input) -> Vec<Change> {
+        let before = self.event_customers();
+        let mut inputs = std::mem::take(&mut self.inputs);
+        inputs.push(input);
+        *self = Self::replay(rules, &inputs);
+        before
+            .into_iter()
+            .zip(self.event_customers())
+            .filter(|((_, from), (_, to))| from != to)
+            .map(|((event_id, from), (_, to))| Change::Moved { event_id, from, to })
+            .collect()
     }
 
     /// Applies a decision by hand that comes as an input (as `identity.inputs` carries it):
@@ -508,6 +565,7 @@ impl IdentityGraph {
                 restored,
                 reason,
             } => self.split(customer, restored, &reason),
+            Input::Rules { rules, reason } => self.change_rules(rules, &reason),
             Input::Observe {
                 event_id,
                 identifiers,
@@ -557,6 +615,8 @@ impl IdentityGraph {
             }
             // Its constraint is set up before a replay starts (see `replay`).
             Input::Split { .. } => Ok(Vec::new()),
+            // The replay runs under the last rules the inputs change to (see `replay`).
+            Input::Rules { .. } => Ok(Vec::new()),
         }
     }
 

@@ -247,16 +247,14 @@ impl Rules {
             })
             .collect();
         limited.sort_unstable();
-        limited
-            .chunk_by(|a, b| a == b)
-            .find_map(|group| {
-                let (kind, issuer) = group[0];
-                let (max, _) = self.limit(kind)?;
-                (group.len() > max).then(|| match issuer {
-                    Some(issuer) => format!("at most {max} {kind} per issuer ({issuer})"),
-                    None => format!("at most {max} {kind} per customer"),
-                })
+        limited.chunk_by(|a, b| a == b).find_map(|group| {
+            let (kind, issuer) = group[0];
+            let (max, _) = self.limit(kind)?;
+            (group.len() > max).then(|| match issuer {
+                Some(issuer) => format!("at most {max} {kind} per issuer ({issuer})"),
+                None => format!("at most {max} {kind} per customer"),
             })
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! `kinfold identity preview`: what re-resolving the canonical log's history under a proposed
-//! rule file would change, without changing anything.
+//! rule file would change, without changing anything; `kinfold identity reresolve`: apply it on
+//! a running Kinfold, through its gRPC API.
 //!
 //! The history is every canonical event with its identifiers, in receive-time order (then
 //! event time, then event id, so the order is the same on every run). The identity stage will
@@ -105,5 +106,68 @@ pub async fn preview(
             merge.groups.len()
         );
     }
+    Ok(())
+}
+
+pub async fn reresolve(rules: &Path, reason: &str, grpc: &str, json: bool) -> anyhow::Result<()> {
+    use kinfold_proto::v1::ReResolveRequest;
+    use kinfold_proto::v1::change::Change as Kind;
+    use kinfold_proto::v1::identity_service_client::IdentityServiceClient;
+    let rules_toml = std::fs::read_to_string(rules)
+        .with_context(|| format!("cannot read the rule file {}", rules.display()))?;
+    // Checked here too, for a clear message before anything is sent.
+    rules_from(rules)?;
+    let address = if grpc.contains("://") {
+        grpc.to_owned()
+    } else {
+        format!("http://{grpc}")
+    };
+    let mut client = IdentityServiceClient::connect(address.clone())
+        .await
+        .with_context(|| format!("cannot reach kinfold's gRPC API at {address}"))?
+        .max_decoding_message_size(crate::grpc::MAX_RESPONSE_BYTES);
+    let answer = client
+        .re_resolve(ReResolveRequest {
+            rules_toml,
+            reason: reason.to_owned(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("re-resolving refused: {}", status.message()))?
+        .into_inner();
+    let moved: Vec<_> = answer
+        .changes
+        .iter()
+        .filter_map(|change| match &change.change {
+            Some(Kind::Moved(moved)) => Some(moved),
+            _ => None,
+        })
+        .collect();
+    if json {
+        let moved: Vec<_> = moved
+            .iter()
+            .map(|moved| {
+                serde_json::json!({
+                    "event_id": moved.event_id,
+                    "from": moved.from_customer_id,
+                    "to": moved.to_customer_id,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "customers_before": answer.customers_before,
+                "customers_after": answer.customers_after,
+                "moved": moved,
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "rules applied: {} customers before, {} after; {} events moved",
+        answer.customers_before,
+        answer.customers_after,
+        moved.len()
+    );
     Ok(())
 }

@@ -119,5 +119,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(&cli, Some(storage), None)?;
             identity::preview(config, rules, current.as_deref(), *json).await
         }
+        Command::Identity {
+            command:
+                IdentityCommand::Reresolve {
+                    rules,
+                    reason,
+                    grpc,
+                    json,
+                },
+        } => identity::reresolve(rules, reason, grpc, *json).await,
     }
 }
