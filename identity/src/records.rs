@@ -178,11 +178,11 @@ mod tests {
             InputRecord::Decision(Input::Decide {
                 customer: customer(4),
                 other: None,
-                identifier: Some(Identifier {
+                identifier: Some(std::sync::Arc::new(Identifier {
                     kind: IdentifierKind::Phone,
                     issuer: "86".into(),
                     value: "+8613912345678".into(),
-                }),
+                })),
                 approve: false,
                 reason: "recycled number".into(),
             }),

@@ -68,8 +68,9 @@ impl IdentityService {
         pb::identity_service_server::IdentityServiceServer::new(self)
     }
 
-    /// Runs `read` on the graph, or says why it cannot be read here. Before the stage's first
-    /// batch the graph is loaded up to the stage's position.
+    /// Runs `read` on the graph, or says why it cannot be read here. A graph behind the
+    /// stage's position (none yet before the first batch, or an old one after the partition
+    /// came back in a rebalance) is brought up to it first.
     async fn read<R>(&self, read: impl FnOnce(&IdentityGraph) -> R) -> Result<R, Status> {
         let position = self
             .status
@@ -82,7 +83,7 @@ impl IdentityService {
                 "this process does not hold the identity graph: ask the process that owns identity.inputs",
             ));
         };
-        if !self.graph.is_held() {
+        if !self.graph.holds(position) {
             self.processor.prepare(position).await.map_err(|error| {
                 Status::unavailable(format!("the identity graph cannot be loaded: {error}"))
             })?;
@@ -274,9 +275,12 @@ fn identifier_proto(identifier: &Identifier) -> pb::Identifier {
 }
 
 fn identifiers_proto<'a>(
-    identifiers: impl IntoIterator<Item = &'a Identifier>,
+    identifiers: impl IntoIterator<Item = &'a Arc<Identifier>>,
 ) -> Vec<pb::Identifier> {
-    identifiers.into_iter().map(identifier_proto).collect()
+    identifiers
+        .into_iter()
+        .map(|identifier| identifier_proto(identifier))
+        .collect()
 }
 
 fn customer_proto(graph: &IdentityGraph, customer: CustomerId) -> Option<pb::Customer> {
@@ -392,7 +396,7 @@ pub fn change_proto(change: &Change, input_offset: u64) -> pb::Change {
                 review_id: *review,
                 customer_id: customer.to_string(),
                 other_customer_id: optional_customer(*other),
-                identifier: identifier.as_ref().map(identifier_proto),
+                identifier: identifier.as_deref().map(identifier_proto),
                 rule: rule.clone(),
             }),
         ),
@@ -643,7 +647,7 @@ impl IdentityApi for IdentityService {
                         review_id: item.id,
                         customer_id: item.customer.to_string(),
                         other_customer_id: optional_customer(item.other),
-                        identifier: item.identifier.as_ref().map(identifier_proto),
+                        identifier: item.identifier.as_deref().map(identifier_proto),
                         rule: item.rule.clone(),
                         cause: Some(cause_proto(&item.cause)),
                     })

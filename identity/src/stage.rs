@@ -285,12 +285,13 @@ impl SharedGraph {
         folded.as_ref().map(|folded| read(&folded.graph))
     }
 
-    /// Whether a graph is in memory.
-    pub fn is_held(&self) -> bool {
+    /// Whether a graph is in memory that has folded `identity.inputs` at least up to `until`.
+    pub fn holds(&self, until: u64) -> bool {
         self.folded
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+            .as_ref()
+            .is_some_and(|folded| folded.next >= until)
     }
 
     /// The offset of `identity.inputs` below which every input's outputs are durable.
@@ -390,14 +391,7 @@ impl ResolveProcessor {
     pub async fn prepare(&self, until: u64) -> Result<ResolveTally, ResolveError> {
         let mut tally = ResolveTally::default();
         let _loading = self.loading.lock().await;
-        let holds = self
-            .shared
-            .folded
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|folded| folded.next >= until);
-        if holds {
+        if self.shared.holds(until) {
             return Ok(tally);
         }
         let folded = match self.load().await? {

@@ -469,7 +469,14 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
     let snapshot = |graph: &IdentityGraph| -> BTreeMap<CustomerId, BTreeSet<Identifier>> {
         graph
             .customers()
-            .map(|customer| (customer.id, customer.identifiers.clone()))
+            .map(|customer| {
+                let identifiers = customer
+                    .identifiers
+                    .iter()
+                    .map(|identifier| (**identifier).clone())
+                    .collect();
+                (customer.id, identifiers)
+            })
             .collect()
     };
     for seed in 0..250u64 {

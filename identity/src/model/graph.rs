@@ -31,6 +31,7 @@
 use super::rules::{Rules, RulesFile};
 use kinfold_core::{EventId, Identifier};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 // foldhash: fast, and seeded per process, so identifiers from outside cannot aim at its
 // buckets; nothing iterates these maps in an order that shows.
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -79,14 +80,14 @@ pub enum Change {
     },
     Linked {
         customer: CustomerId,
-        identifier: Identifier,
+        identifier: Arc<Identifier>,
         cause: Cause,
     },
     Merged {
         survivor: CustomerId,
         absorbed: CustomerId,
         /// The identifiers that moved to the survivor.
-        identifiers: Vec<Identifier>,
+        identifiers: Vec<Arc<Identifier>>,
         cause: Cause,
     },
     /// A customer's identifiers removed at their request (or by law); events carrying them
@@ -107,7 +108,7 @@ pub enum Change {
     Split {
         customer: CustomerId,
         restored: CustomerId,
-        identifiers: Vec<Identifier>,
+        identifiers: Vec<Arc<Identifier>>,
         cause: Cause,
     },
     /// The rules changed by hand: the whole history was re-resolved under the new ones, and
@@ -130,7 +131,7 @@ pub enum Change {
         /// The other customer, for a refused merge.
         other: Option<CustomerId>,
         /// The identifier, for a refused link.
-        identifier: Option<Identifier>,
+        identifier: Option<Arc<Identifier>>,
         rule: String,
         cause: Cause,
     },
@@ -142,7 +143,8 @@ pub enum Change {
 pub struct Customer {
     pub id: CustomerId,
     pub created: u64,
-    pub identifiers: BTreeSet<Identifier>,
+    /// Shared with the graph's index and its inputs: an identifier is allocated once.
+    pub identifiers: BTreeSet<Arc<Identifier>>,
 }
 
 /// A refused merge or link waiting for a person.
@@ -151,7 +153,7 @@ pub struct ReviewItem {
     pub id: u64,
     pub customer: CustomerId,
     pub other: Option<CustomerId>,
-    pub identifier: Option<Identifier>,
+    pub identifier: Option<Arc<Identifier>>,
     pub rule: String,
     pub cause: Cause,
 }
@@ -193,7 +195,7 @@ pub enum GraphError {
 pub enum Input {
     Observe {
         event_id: EventId,
-        identifiers: Vec<Identifier>,
+        identifiers: Vec<Arc<Identifier>>,
     },
     Merge {
         survivor: CustomerId,
@@ -209,7 +211,7 @@ pub enum Input {
     Decide {
         customer: CustomerId,
         other: Option<CustomerId>,
-        identifier: Option<Identifier>,
+        identifier: Option<Arc<Identifier>>,
         approve: bool,
         reason: String,
     },
@@ -242,7 +244,7 @@ const KEPT_APART: &str = "kept apart by a split";
 pub struct IdentityGraph {
     rules: Rules,
     customers: BTreeMap<CustomerId, Customer>,
-    holder: HashMap<Identifier, CustomerId>,
+    holder: HashMap<Arc<Identifier>, CustomerId>,
     next_created: u64,
     review: BTreeMap<u64, ReviewItem>,
     next_review: u64,
@@ -413,12 +415,40 @@ impl IdentityGraph {
                 changes: Vec::new(),
             };
         }
-        let resolution = self.resolve(event_id, identifiers);
+        let identifiers: Vec<Arc<Identifier>> = identifiers
+            .iter()
+            .map(|identifier| self.shared(identifier))
+            .collect();
+        self.observe_shared(event_id, identifiers)
+    }
+
+    /// [`Self::observe`], with the identifiers already shared.
+    fn observe_shared(
+        &mut self,
+        event_id: EventId,
+        identifiers: Vec<Arc<Identifier>>,
+    ) -> Resolution {
+        if let Some(&index) = self.seen.get(&event_id) {
+            return Resolution {
+                customer: self.events[index].1.and_then(|c| self.current(c)),
+                blocked: Vec::new(),
+                changes: Vec::new(),
+            };
+        }
+        let resolution = self.resolve(event_id, &identifiers);
         self.inputs.push(Input::Observe {
             event_id,
-            identifiers: identifiers.to_vec(),
+            identifiers,
         });
         resolution
+    }
+
+    /// The graph's own copy of `identifier` when it holds it, so that it is not copied again.
+    fn shared(&self, identifier: &Identifier) -> Arc<Identifier> {
+        match self.holder.get_key_value(identifier) {
+            Some((held, _)) => held.clone(),
+            None => Arc::new(identifier.clone()),
+        }
     }
 
     /// Merges `absorbed` into `survivor` by hand (the limits still apply). Customers a split
@@ -569,7 +599,7 @@ impl IdentityGraph {
             Input::Observe {
                 event_id,
                 identifiers,
-            } => Ok(self.observe(event_id, &identifiers).changes),
+            } => Ok(self.observe_shared(event_id, identifiers).changes),
             decision => self.decision(decision),
         }
     }
@@ -728,14 +758,14 @@ impl IdentityGraph {
         changes
     }
 
-    fn resolve(&mut self, event_id: EventId, identifiers: &[Identifier]) -> Resolution {
+    fn resolve(&mut self, event_id: EventId, identifiers: &[Arc<Identifier>]) -> Resolution {
         let cause = Cause::Event { event_id };
         let mut changes = Vec::new();
         let mut blocked = Vec::new();
-        let mut usable: Vec<&Identifier> = Vec::new();
+        let mut usable: Vec<&Arc<Identifier>> = Vec::new();
         for identifier in identifiers {
             if let Some(rule) = self.rules.blocked(identifier) {
-                blocked.push((identifier.clone(), rule.to_owned()));
+                blocked.push(((**identifier).clone(), rule.to_owned()));
             } else if !usable.contains(&identifier) {
                 usable.push(identifier);
             }
@@ -752,12 +782,19 @@ impl IdentityGraph {
             };
         }
 
+        // Who holds each identifier as the event arrives. Merges below move identifiers between
+        // holders but never let one go, and each unheld one is linked at most once, so this
+        // also says which ones the event may link.
+        let held: Vec<Option<CustomerId>> = usable
+            .iter()
+            .map(|identifier| self.holder.get(identifier.as_ref()).copied())
+            .collect();
         let mut candidates: Vec<CustomerId> = Vec::new();
-        for identifier in &usable {
+        for (identifier, holder) in usable.iter().zip(&held) {
             if !self.rules.merges_on(identifier.kind) {
                 continue;
             }
-            if let Some(holder) = self.holder.get(*identifier)
+            if let Some(holder) = holder
                 && !candidates.contains(holder)
             {
                 candidates.push(*holder);
@@ -768,7 +805,7 @@ impl IdentityGraph {
             let weak_holder = if has_merge_kind {
                 None
             } else {
-                usable.iter().find_map(|i| self.holder.get(*i).copied())
+                held.iter().find_map(|holder| *holder)
             };
             match weak_holder {
                 Some(holder) => holder,
@@ -803,8 +840,8 @@ impl IdentityGraph {
             survivor
         };
 
-        for identifier in usable {
-            if self.holder.contains_key(identifier) {
+        for (identifier, holder) in usable.into_iter().zip(held) {
+            if holder.is_some() {
                 continue;
             }
             let held = &self.customers[&target].identifiers;
@@ -852,7 +889,7 @@ impl IdentityGraph {
     fn link(
         &mut self,
         customer: CustomerId,
-        identifier: Identifier,
+        identifier: Arc<Identifier>,
         cause: &Cause,
         changes: &mut Vec<Change>,
     ) {
@@ -899,7 +936,7 @@ impl IdentityGraph {
         &mut self,
         customer: CustomerId,
         other: Option<CustomerId>,
-        identifier: Option<Identifier>,
+        identifier: Option<Arc<Identifier>>,
         rule: String,
         cause: &Cause,
         changes: &mut Vec<Change>,

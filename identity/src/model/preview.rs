@@ -74,7 +74,7 @@ pub fn preview<'a>(
                 customer
                     .identifiers
                     .iter()
-                    .map(move |identifier| (identifier.clone(), customer.id))
+                    .map(move |identifier| ((**identifier).clone(), customer.id))
             })
             .collect()
     };
@@ -104,11 +104,11 @@ fn regroup(graph: &IdentityGraph, other: &HashMap<Identifier, CustomerId>) -> Ve
     for customer in graph.customers() {
         let mut groups: BTreeMap<CustomerId, BTreeSet<Identifier>> = BTreeMap::new();
         for identifier in &customer.identifiers {
-            if let Some(holder) = other.get(identifier) {
+            if let Some(holder) = other.get(&**identifier) {
                 groups
                     .entry(*holder)
                     .or_default()
-                    .insert(identifier.clone());
+                    .insert((**identifier).clone());
             }
         }
         if groups.len() > 1 {

@@ -7,6 +7,7 @@
 
 use kinfold_core::{Identifier, IdentifierKind};
 use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 /// The rules compiled in, used when no rule file is configured.
@@ -231,14 +232,15 @@ impl Rules {
 
     /// The first limit that a customer holding `identifiers` breaks, described, if any
     /// (first in (kind, issuer) order).
-    pub fn broken_limit<'a>(
+    pub fn broken_limit<'a, I: Borrow<Identifier> + 'a>(
         &self,
-        identifiers: impl IntoIterator<Item = &'a Identifier>,
+        identifiers: impl IntoIterator<Item = &'a I>,
     ) -> Option<String> {
         // A customer holds a handful of identifiers: count them in a small sorted list.
         let mut limited: Vec<(IdentifierKind, Option<&str>)> = identifiers
             .into_iter()
-            .filter_map(|identifier| {
+            .map(Borrow::borrow)
+            .filter_map(|identifier: &Identifier| {
                 let (_, per_issuer) = self.limit(identifier.kind)?;
                 Some((
                     identifier.kind,
