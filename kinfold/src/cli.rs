@@ -230,7 +230,7 @@ pub enum LogCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum IdentityCommand {
-    /// Re-resolve the canonical log's history under a proposed rule file and report which
+    /// Re-resolve the identity graph's history under a proposed rule file and report which
     /// customers would split or merge, changing nothing.
     Preview {
         /// The proposed rule file (TOML, like `identity/rules.default.toml`).

@@ -7,7 +7,7 @@ pub mod rules;
 pub use graph::{
     Cause, Change, Customer, CustomerId, GraphError, IdentityGraph, Input, Resolution, ReviewItem,
 };
-pub use preview::{Regrouping, RulePreview, preview};
+pub use preview::{Regrouping, RulePreview, compare, preview};
 pub use rules::{Blocked, DEFAULT_RULES, Limit, Rules, RulesError, RulesFile};
 
 #[cfg(test)]

@@ -67,6 +67,13 @@ pub fn preview<'a>(
         after.observe(event_id, identifiers);
         events += 1;
     }
+    compare(&now, &after, events)
+}
+
+/// What `after` (the same history re-resolved some other way: new rules, or a rule change
+/// appended to the graph's inputs) does differently from `now`; `events` is how many events
+/// the history holds.
+pub fn compare(now: &IdentityGraph, after: &IdentityGraph, events: u64) -> RulePreview {
     let holders = |graph: &IdentityGraph| -> HashMap<Identifier, CustomerId> {
         graph
             .customers()
@@ -78,13 +85,13 @@ pub fn preview<'a>(
             })
             .collect()
     };
-    let (held_now, held_after) = (holders(&now), holders(&after));
+    let (held_now, held_after) = (holders(now), holders(after));
     RulePreview {
         events,
         customers_now: now.customers().count(),
         customers_after: after.customers().count(),
-        splits: regroup(&now, &held_after),
-        merges: regroup(&after, &held_now),
+        splits: regroup(now, &held_after),
+        merges: regroup(after, &held_now),
         identifiers_dropped: held_now
             .keys()
             .filter(|identifier| !held_after.contains_key(*identifier))

@@ -2,15 +2,20 @@
 //! rule file would change, without changing anything; `kinfold identity reresolve`: apply it on
 //! a running Kinfold, through its gRPC API.
 //!
-//! The history is every canonical event with its identifiers, in receive-time order (then
-//! event time, then event id, so the order is the same on every run). The identity stage will
-//! fix the order of its own input log; until then this is the order ingest received events in.
+//! The history is the identity graph's own input log, `identity.inputs`: every event in the
+//! order the graph resolved it, and every decision by hand (merges, splits, erasures, review
+//! decisions, earlier rule changes). The graph now is its replay; the graph after is the replay
+//! with the proposed rules appended as a rule change, exactly what `reresolve` would apply.
+//! Before the identity stage has run there is no such log, and the history is the canonical
+//! log in receive-time order (then event time, then event id, the same on every run).
 
 use crate::app::App;
 use crate::config::Config;
 use anyhow::Context;
 use kinfold_core::{EventId, Identifier};
-use kinfold_identity::model::{Rules, preview as preview_rules};
+use kinfold_identity::model::{IdentityGraph, Input, Rules, compare, preview as preview_rules};
+use kinfold_identity::records::InputRecord;
+use kinfold_identity::stage::IdentityTopics;
 use kinfold_schemas::codec::decode_framed_canonical;
 use std::path::Path;
 
@@ -34,6 +39,64 @@ pub async fn preview(
         None => Rules::default_rules(),
     };
     let app = App::open(config).await?;
+    let preview = match graph_inputs(&app).await? {
+        Some(inputs) => {
+            let events = inputs
+                .iter()
+                .filter(|input| matches!(input, Input::Observe { .. }))
+                .count() as u64;
+            let now = IdentityGraph::replay(current, &inputs);
+            let mut changed = inputs;
+            changed.push(Input::Rules {
+                rules: proposed.file().clone(),
+                reason: "preview".to_owned(),
+            });
+            let after = IdentityGraph::replay(proposed, &changed);
+            compare(&now, &after, events)
+        }
+        None => canonical_preview(&app, &current, &proposed).await?,
+    };
+    print_preview(&preview, json)
+}
+
+/// The graph's inputs as `identity.inputs` holds them, or `None` when it holds nothing.
+async fn graph_inputs(app: &App) -> anyhow::Result<Option<Vec<Input>>> {
+    let topic = IdentityTopics::default().inputs;
+    let log = &app.backends.log;
+    if log.partitions(&topic).await.is_err() {
+        return Ok(None);
+    }
+    let mut inputs = Vec::new();
+    let mut next = 0;
+    loop {
+        let records = log.read(&topic, 0, next, CHUNK).await?;
+        let Some(last) = records.last() else {
+            break;
+        };
+        next = last.offset + 1;
+        for record in &records {
+            let at = || format!("{topic}/0@{}", record.offset);
+            match InputRecord::decode(&record.value).with_context(at)? {
+                InputRecord::Event(frame) => {
+                    let event = decode_framed_canonical(&frame, &app.registry).with_context(at)?;
+                    inputs.push(Input::Observe {
+                        event_id: event.event_id,
+                        identifiers: event.identifiers.into_iter().map(Into::into).collect(),
+                    });
+                }
+                InputRecord::Decision(decision) => inputs.push(decision),
+            }
+        }
+    }
+    Ok((!inputs.is_empty()).then_some(inputs))
+}
+
+/// The preview over the canonical log, before the identity stage has run.
+async fn canonical_preview(
+    app: &App,
+    current: &Rules,
+    proposed: &Rules,
+) -> anyhow::Result<kinfold_identity::model::RulePreview> {
     let topic = app.config.topics.canonical.clone();
     let log = &app.backends.log;
     let mut history: Vec<((i64, i64, EventId), Vec<Identifier>)> = Vec::new();
@@ -58,15 +121,18 @@ pub async fn preview(
         }
     }
     history.sort_by_key(|(order, _)| *order);
-    let preview = preview_rules(
-        &current,
-        &proposed,
+    Ok(preview_rules(
+        current,
+        proposed,
         history
             .iter()
             .map(|((_, _, event_id), identifiers)| (*event_id, identifiers.as_slice())),
-    );
+    ))
+}
+
+fn print_preview(preview: &kinfold_identity::model::RulePreview, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&preview)?);
+        println!("{}", serde_json::to_string_pretty(preview)?);
         return Ok(());
     }
     println!(
