@@ -31,6 +31,7 @@
 use super::rules::{Rules, RulesFile};
 use kinfold_core::{EventId, Identifier};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::sync::Arc;
 // foldhash: fast, and seeded per process, so identifiers from outside cannot aim at its
 // buckets; nothing iterates these maps in an order that shows.
@@ -415,11 +416,15 @@ impl IdentityGraph {
                 changes: Vec::new(),
             };
         }
-        let identifiers: Vec<Arc<Identifier>> = identifiers
+        // One look-up per identifier: the graph's own copy, and who holds it.
+        let (identifiers, holders): (Vec<Arc<Identifier>>, Vec<Option<CustomerId>>) = identifiers
             .iter()
-            .map(|identifier| self.shared(identifier))
-            .collect();
-        self.observe_shared(event_id, identifiers)
+            .map(|identifier| match self.holder.get_key_value(identifier) {
+                Some((held, holder)) => (held.clone(), Some(*holder)),
+                None => (Arc::new(identifier.clone()), None),
+            })
+            .unzip();
+        self.record_observation(event_id, identifiers, Some(&holders))
     }
 
     /// [`Self::observe`], with the identifiers already shared.
@@ -435,20 +440,23 @@ impl IdentityGraph {
                 changes: Vec::new(),
             };
         }
-        let resolution = self.resolve(event_id, &identifiers);
+        self.record_observation(event_id, identifiers, None)
+    }
+
+    /// Resolves a new event and records it among the inputs; `holders`, when given, says who
+    /// holds each identifier now.
+    fn record_observation(
+        &mut self,
+        event_id: EventId,
+        identifiers: Vec<Arc<Identifier>>,
+        holders: Option<&[Option<CustomerId>]>,
+    ) -> Resolution {
+        let resolution = self.resolve(event_id, &identifiers, holders);
         self.inputs.push(Input::Observe {
             event_id,
             identifiers,
         });
         resolution
-    }
-
-    /// The graph's own copy of `identifier` when it holds it, so that it is not copied again.
-    fn shared(&self, identifier: &Identifier) -> Arc<Identifier> {
-        match self.holder.get_key_value(identifier) {
-            Some((held, _)) => held.clone(),
-            None => Arc::new(identifier.clone()),
-        }
     }
 
     /// Merges `absorbed` into `survivor` by hand (the limits still apply). Customers a split
@@ -617,7 +625,7 @@ impl IdentityGraph {
             Input::Observe {
                 event_id,
                 identifiers,
-            } => Ok(self.resolve(*event_id, identifiers).changes),
+            } => Ok(self.resolve(*event_id, identifiers, None).changes),
             Input::Merge {
                 survivor,
                 absorbed,
@@ -758,20 +766,34 @@ impl IdentityGraph {
         changes
     }
 
-    fn resolve(&mut self, event_id: EventId, identifiers: &[Arc<Identifier>]) -> Resolution {
+    fn resolve(
+        &mut self,
+        event_id: EventId,
+        identifiers: &[Arc<Identifier>],
+        holders: Option<&[Option<CustomerId>]>,
+    ) -> Resolution {
         let cause = Cause::Event { event_id };
-        let mut changes = Vec::new();
+        let mut changes = Vec::with_capacity(identifiers.len() + 1);
         let mut blocked = Vec::new();
-        let mut usable: Vec<&Arc<Identifier>> = Vec::new();
-        for identifier in identifiers {
+        // Who holds each identifier as the event arrives. Merges below move identifiers between
+        // holders but never let one go, and each unheld one is linked at most once, so this
+        // also says which ones the event may link.
+        let mut usable: SmallVec<[(&Arc<Identifier>, Option<CustomerId>); 8]> = SmallVec::new();
+        for (position, identifier) in identifiers.iter().enumerate() {
             if let Some(rule) = self.rules.blocked(identifier) {
                 blocked.push(((**identifier).clone(), rule.to_owned()));
-            } else if !usable.contains(&identifier) {
-                usable.push(identifier);
+            } else if !usable.iter().any(|(other, _)| *other == identifier) {
+                let holder = match holders {
+                    Some(holders) => holders[position],
+                    None => self.holder.get(identifier.as_ref()).copied(),
+                };
+                usable.push((identifier, holder));
             }
         }
         // Strongest first; equal kinds in value order, so the input order never matters.
-        usable.sort_by(|a, b| (self.rules.rank(a.kind), *a).cmp(&(self.rules.rank(b.kind), *b)));
+        usable.sort_by(|(a, _), (b, _)| {
+            (self.rules.rank(a.kind), *a).cmp(&(self.rules.rank(b.kind), *b))
+        });
         self.seen.insert(event_id, self.events.len());
         if usable.is_empty() {
             self.events.push((event_id, None));
@@ -782,15 +804,8 @@ impl IdentityGraph {
             };
         }
 
-        // Who holds each identifier as the event arrives. Merges below move identifiers between
-        // holders but never let one go, and each unheld one is linked at most once, so this
-        // also says which ones the event may link.
-        let held: Vec<Option<CustomerId>> = usable
-            .iter()
-            .map(|identifier| self.holder.get(identifier.as_ref()).copied())
-            .collect();
-        let mut candidates: Vec<CustomerId> = Vec::new();
-        for (identifier, holder) in usable.iter().zip(&held) {
+        let mut candidates: SmallVec<[CustomerId; 4]> = SmallVec::new();
+        for (identifier, holder) in &usable {
             if !self.rules.merges_on(identifier.kind) {
                 continue;
             }
@@ -800,12 +815,12 @@ impl IdentityGraph {
                 candidates.push(*holder);
             }
         }
-        let has_merge_kind = usable.iter().any(|i| self.rules.merges_on(i.kind));
+        let has_merge_kind = usable.iter().any(|(i, _)| self.rules.merges_on(i.kind));
         let target = if candidates.is_empty() {
             let weak_holder = if has_merge_kind {
                 None
             } else {
-                held.iter().find_map(|holder| *holder)
+                usable.iter().find_map(|(_, holder)| *holder)
             };
             match weak_holder {
                 Some(holder) => holder,
@@ -840,7 +855,7 @@ impl IdentityGraph {
             survivor
         };
 
-        for (identifier, holder) in usable.into_iter().zip(held) {
+        for (identifier, holder) in usable {
             if holder.is_some() {
                 continue;
             }

@@ -7,6 +7,7 @@
 
 use kinfold_core::{Identifier, IdentifierKind};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
@@ -237,7 +238,7 @@ impl Rules {
         identifiers: impl IntoIterator<Item = &'a I>,
     ) -> Option<String> {
         // A customer holds a handful of identifiers: count them in a small sorted list.
-        let mut limited: Vec<(IdentifierKind, Option<&str>)> = identifiers
+        let mut limited: SmallVec<[(IdentifierKind, Option<&str>); 16]> = identifiers
             .into_iter()
             .map(Borrow::borrow)
             .filter_map(|identifier: &Identifier| {
