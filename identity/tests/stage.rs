@@ -132,6 +132,24 @@ async fn run_in_batches<P: Processor>(
     stage.await.expect("stage task").expect("stage ran")
 }
 
+/// Forwards every canonical record to `identity.inputs`, `batch` at a time, 8 batches at once.
+async fn forward(fixture: &Fixture, batch: usize) {
+    let processor = ForwardProcessor::new(
+        fixture.log.clone(),
+        fixture.topics.clone(),
+        "identity-forward",
+    );
+    run_in_batches(
+        fixture,
+        processor,
+        "identity-forward",
+        "events.canonical",
+        8,
+        batch,
+    )
+    .await;
+}
+
 /// Every record of `topic`, from every partition.
 async fn all(log: &dyn EventLog, topic: &str) -> Vec<kinfold_core::ports::LogRecord> {
     let mut records = Vec::new();
@@ -184,18 +202,7 @@ async fn events_resolve_to_customers_and_a_split_moves_them_back() {
         };
         ids.push(event_id.parse::<EventId>().expect("an event id"));
     }
-    run_until_caught_up(
-        &fixture,
-        ForwardProcessor::new(
-            fixture.log.clone(),
-            fixture.topics.clone(),
-            "identity-forward",
-        ),
-        "identity-forward",
-        "events.canonical",
-        8,
-    )
-    .await;
+    forward(&fixture, 2).await;
     assert_eq!(
         all(fixture.log.as_ref(), &fixture.topics.inputs)
             .await
@@ -362,19 +369,7 @@ async fn forward_and_resolve(
     batch: usize,
     inputs_from_start: u64,
 ) -> (String, BTreeMap<EventId, CustomerId>) {
-    run_in_batches(
-        fixture,
-        ForwardProcessor::new(
-            fixture.log.clone(),
-            fixture.topics.clone(),
-            "identity-forward",
-        ),
-        "identity-forward",
-        "events.canonical",
-        8,
-        batch,
-    )
-    .await;
+    forward(fixture, batch).await;
     let inputs = kinfold_tests::total_records(fixture.log.as_ref(), &fixture.topics.inputs).await;
     assert!(inputs > inputs_from_start);
     let resolve = resolver(fixture);

@@ -33,14 +33,7 @@ fn every_202_follows_an_fsync_of_its_request() {
         ])
         .arg(&trace)
         .arg(BINARY)
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+        .args(kinfold_tests::SERVE_ON_FREE_PORTS)
         .arg(dir.path().join("data"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

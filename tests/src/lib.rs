@@ -7,6 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `kinfold serve` on free ports (the bound addresses are printed); the data directory follows.
+pub const SERVE_ON_FREE_PORTS: [&str; 6] = [
+    "serve",
+    "--http-addr",
+    "127.0.0.1:0",
+    "--grpc-addr",
+    "127.0.0.1:0",
+    "--data-dir",
+];
+
 /// A running `kinfold serve`.
 #[derive(Debug)]
 pub struct Server {
@@ -40,14 +50,7 @@ impl Server {
             command.env("RUST_LOG", "warn");
         }
         let mut child = command
-            .args([
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(SERVE_ON_FREE_PORTS)
             .arg(data_dir)
             .stdout(Stdio::piped())
             .stderr(stderr)
