@@ -96,23 +96,15 @@ pub fn resolved_record(
     }
 }
 
-/// The customer a change is about, which keys it in `identity.changes`.
+/// The customer a change is about, which keys it in `identity.changes`: the first of
+/// [`change_customers`] (a merge's survivor, a moved event's new customer).
 pub fn change_customer(change: &Change) -> Option<CustomerId> {
-    match change {
-        Change::Created { customer, .. }
-        | Change::Linked { customer, .. }
-        | Change::Erased { customer, .. }
-        | Change::Split { customer, .. }
-        | Change::Decided { customer, .. }
-        | Change::Refused { customer, .. } => Some(*customer),
-        Change::Merged { survivor, .. } => Some(*survivor),
-        Change::Moved { to, from, .. } => to.or(*from),
-        Change::RulesChanged { .. } => None,
-    }
+    change_customers(change).first().copied()
 }
 
 /// Every customer a change is about, for each customer's list of changes: both sides of a
-/// merge, a split or a refused merge, where a moved event came from and went to.
+/// merge, a split or a refused merge, where a moved event went to and came from; the one it is
+/// mainly about first.
 pub fn change_customers(change: &Change) -> Vec<CustomerId> {
     let mut customers = match change {
         Change::Created { customer, .. }
@@ -128,7 +120,7 @@ pub fn change_customers(change: &Change) -> Vec<CustomerId> {
         Change::Refused {
             customer, other, ..
         } => std::iter::once(*customer).chain(*other).collect(),
-        Change::Moved { from, to, .. } => from.iter().chain(to).copied().collect(),
+        Change::Moved { from, to, .. } => to.iter().chain(from).copied().collect(),
         Change::RulesChanged { .. } => Vec::new(),
     };
     customers.dedup();

@@ -582,19 +582,18 @@ impl Folding {
     fn push_changes(&mut self, changes: &[Change], record: &LogRecord) {
         self.tally.changes += changes.len() as u64;
         for (index, change) in changes.iter().enumerate() {
-            let value =
-                Bytes::from(serde_json::to_vec(change).expect("a change always serialises"));
+            // The same JSON goes to identity.changes and to each customer's rows.
+            let outgoing = change_record(change, record.timestamp_millis);
             for customer in change_customers(change) {
                 self.change_rows
                     .entry(customer)
                     .or_default()
                     .push(KvMutation::Put {
                         clustering_key: change_key(record.offset, index as u32),
-                        value: value.clone(),
+                        value: outgoing.value.clone(),
                     });
             }
-            self.changes
-                .push(change_record(change, record.timestamp_millis));
+            self.changes.push(outgoing);
         }
     }
 

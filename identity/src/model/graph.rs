@@ -409,12 +409,8 @@ impl IdentityGraph {
     /// An event seen before (delivered again: delivery is at least once) changes nothing and
     /// goes to the customer it belongs to now; it is not recorded again.
     pub fn observe(&mut self, event_id: EventId, identifiers: &[Identifier]) -> Resolution {
-        if let Some(&index) = self.seen.get(&event_id) {
-            return Resolution {
-                customer: self.events[index].1.and_then(|c| self.current(c)),
-                blocked: Vec::new(),
-                changes: Vec::new(),
-            };
+        if let Some(again) = self.delivered_again(event_id) {
+            return again;
         }
         // One look-up per identifier: the graph's own copy, and who holds it.
         let (identifiers, holders): (Vec<Arc<Identifier>>, Vec<Option<CustomerId>>) = identifiers
@@ -433,14 +429,20 @@ impl IdentityGraph {
         event_id: EventId,
         identifiers: Vec<Arc<Identifier>>,
     ) -> Resolution {
-        if let Some(&index) = self.seen.get(&event_id) {
-            return Resolution {
-                customer: self.events[index].1.and_then(|c| self.current(c)),
-                blocked: Vec::new(),
-                changes: Vec::new(),
-            };
+        if let Some(again) = self.delivered_again(event_id) {
+            return again;
         }
         self.record_observation(event_id, identifiers, None)
+    }
+
+    /// For an event seen before: where it belongs now, with no change.
+    fn delivered_again(&self, event_id: EventId) -> Option<Resolution> {
+        let index = *self.seen.get(&event_id)?;
+        Some(Resolution {
+            customer: self.events[index].1.and_then(|c| self.current(c)),
+            blocked: Vec::new(),
+            changes: Vec::new(),
+        })
     }
 
     /// Resolves a new event and records it among the inputs; `holders`, when given, says who

@@ -22,9 +22,16 @@ use std::path::Path;
 const CHUNK: usize = 5_000;
 
 fn rules_from(path: &Path) -> anyhow::Result<Rules> {
+    read_rules(path).map(|(_, rules)| rules)
+}
+
+/// A rule file's text, and the rules it makes.
+fn read_rules(path: &Path) -> anyhow::Result<(String, Rules)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the rule file {}", path.display()))?;
-    Rules::from_toml(&text).with_context(|| format!("{} is not a valid rule file", path.display()))
+    let rules = Rules::from_toml(&text)
+        .with_context(|| format!("{} is not a valid rule file", path.display()))?;
+    Ok((text, rules))
 }
 
 pub async fn preview(
@@ -179,10 +186,8 @@ pub async fn reresolve(rules: &Path, reason: &str, grpc: &str, json: bool) -> an
     use kinfold_proto::v1::ReResolveRequest;
     use kinfold_proto::v1::change::Change as Kind;
     use kinfold_proto::v1::identity_service_client::IdentityServiceClient;
-    let rules_toml = std::fs::read_to_string(rules)
-        .with_context(|| format!("cannot read the rule file {}", rules.display()))?;
     // Checked here too, for a clear message before anything is sent.
-    rules_from(rules)?;
+    let (rules_toml, _) = read_rules(rules)?;
     let address = if grpc.contains("://") {
         grpc.to_owned()
     } else {
