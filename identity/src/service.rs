@@ -724,14 +724,14 @@ impl IdentityService {
         violations.reason("reason", &request.reason);
         violations.check()?;
         let rules = rules.expect("checked");
-        let customers_before = self.read(|graph| graph.customers().count()).await? as u64;
+        let customers_before = self.read(|graph| graph.customer_count()).await? as u64;
         let (changes, offset) = self
             .decide(Input::Rules {
                 rules: rules.file().clone(),
                 reason: request.reason,
             })
             .await?;
-        let customers_after = self.read(|graph| graph.customers().count()).await? as u64;
+        let customers_after = self.read(|graph| graph.customer_count()).await? as u64;
         Ok(pb::ReResolveResponse {
             changes: changes_proto(&changes, offset),
             customers_before,

@@ -28,6 +28,7 @@
 //! [`Input::Split`]), so every event lands where it would have without the merge, and the ids
 //! come back because they derive from first-seen events.
 
+use super::known::KnownIdentifiers;
 use super::rules::{Rules, RulesFile};
 use kinfold_core::{EventId, Identifier};
 use serde::{Deserialize, Serialize};
@@ -240,12 +241,17 @@ struct Apart {
 
 const KEPT_APART: &str = "kept apart by a split";
 
+/// Where the graph knows each of an event's identifiers (`None`: blocked).
+type Located = SmallVec<[Option<u32>; 8]>;
+
 /// The identity graph.
 #[derive(Debug, Clone)]
 pub struct IdentityGraph {
     rules: Rules,
-    customers: BTreeMap<CustomerId, Customer>,
-    holder: HashMap<Arc<Identifier>, CustomerId>,
+    /// Live customers; sorted by id wherever they show.
+    customers: HashMap<CustomerId, Customer>,
+    /// Every identifier known and who holds it.
+    known: KnownIdentifiers,
     next_created: u64,
     review: BTreeMap<u64, ReviewItem>,
     next_review: u64,
@@ -266,8 +272,8 @@ impl IdentityGraph {
     pub fn new(rules: Rules) -> Self {
         Self {
             rules,
-            customers: BTreeMap::new(),
-            holder: HashMap::new(),
+            customers: HashMap::new(),
+            known: KnownIdentifiers::default(),
             next_created: 0,
             review: BTreeMap::new(),
             next_review: 1,
@@ -330,7 +336,7 @@ impl IdentityGraph {
             events: BTreeMap<EventId, Option<CustomerId>>,
         }
         let snapshot = Snapshot {
-            customers: self.customers.values().collect(),
+            customers: self.customers().collect(),
             absorbed_into: self.absorbed_into.iter().collect(),
             erased: self.erased.iter().collect(),
             review: self.review.values().collect(),
@@ -387,7 +393,14 @@ impl IdentityGraph {
 
     /// Every customer, by id.
     pub fn customers(&self) -> impl Iterator<Item = &Customer> {
-        self.customers.values()
+        let mut customers: Vec<&Customer> = self.customers.values().collect();
+        customers.sort_unstable_by_key(|customer| customer.id);
+        customers.into_iter()
+    }
+
+    /// How many customers there are.
+    pub fn customer_count(&self) -> usize {
+        self.customers.len()
     }
 
     pub fn customer(&self, id: &CustomerId) -> Option<&Customer> {
@@ -396,7 +409,7 @@ impl IdentityGraph {
 
     /// The customer holding `identifier`.
     pub fn holder(&self, identifier: &Identifier) -> Option<CustomerId> {
-        self.holder.get(identifier).copied()
+        self.known.holder(identifier)
     }
 
     /// The refused merges and links waiting for a person, oldest first.
@@ -412,15 +425,22 @@ impl IdentityGraph {
         if let Some(again) = self.delivered_again(event_id) {
             return again;
         }
-        // One look-up per identifier: the graph's own copy, and who holds it.
-        let (identifiers, holders): (Vec<Arc<Identifier>>, Vec<Option<CustomerId>>) = identifiers
-            .iter()
-            .map(|identifier| match self.holder.get_key_value(identifier) {
-                Some((held, holder)) => (held.clone(), Some(*holder)),
-                None => (Arc::new(identifier.clone()), None),
-            })
-            .unzip();
-        self.record_observation(event_id, identifiers, Some(&holders))
+        // One look-up per identifier: where the graph knows it, and its one copy.
+        let mut shared = Vec::with_capacity(identifiers.len());
+        let mut known: Located = SmallVec::with_capacity(identifiers.len());
+        for identifier in identifiers {
+            if self.rules.blocked(identifier).is_some() {
+                shared.push(Arc::new(identifier.clone()));
+                known.push(None);
+            } else {
+                let at = self
+                    .known
+                    .intern(identifier, || Arc::new(identifier.clone()));
+                shared.push(self.known.identifier(at).clone());
+                known.push(Some(at));
+            }
+        }
+        self.record_observation(event_id, shared, &known)
     }
 
     /// [`Self::observe`], with the identifiers already shared.
@@ -432,7 +452,23 @@ impl IdentityGraph {
         if let Some(again) = self.delivered_again(event_id) {
             return again;
         }
-        self.record_observation(event_id, identifiers, None)
+        let known = self.locate(&identifiers);
+        self.record_observation(event_id, identifiers, &known)
+    }
+
+    /// Where the graph knows each of `identifiers` (made known now if new); `None` for a
+    /// blocked one.
+    fn locate(&mut self, identifiers: &[Arc<Identifier>]) -> Located {
+        identifiers
+            .iter()
+            .map(|identifier| {
+                if self.rules.blocked(identifier).is_some() {
+                    None
+                } else {
+                    Some(self.known.intern(identifier, || identifier.clone()))
+                }
+            })
+            .collect()
     }
 
     /// For an event seen before: where it belongs now, with no change.
@@ -445,15 +481,15 @@ impl IdentityGraph {
         })
     }
 
-    /// Resolves a new event and records it among the inputs; `holders`, when given, says who
-    /// holds each identifier now.
+    /// Resolves a new event and records it among the inputs; `known` says where the graph
+    /// knows each identifier (see [`Self::locate`]).
     fn record_observation(
         &mut self,
         event_id: EventId,
         identifiers: Vec<Arc<Identifier>>,
-        holders: Option<&[Option<CustomerId>]>,
+        known: &[Option<u32>],
     ) -> Resolution {
-        let resolution = self.resolve(event_id, &identifiers, holders);
+        let resolution = self.resolve(event_id, &identifiers, known);
         self.inputs.push(Input::Observe {
             event_id,
             identifiers,
@@ -627,7 +663,10 @@ impl IdentityGraph {
             Input::Observe {
                 event_id,
                 identifiers,
-            } => Ok(self.resolve(*event_id, identifiers, None).changes),
+            } => {
+                let known = self.locate(identifiers);
+                Ok(self.resolve(*event_id, identifiers, &known).changes)
+            }
             Input::Merge {
                 survivor,
                 absorbed,
@@ -725,7 +764,7 @@ impl IdentityGraph {
             .remove(&customer)
             .ok_or(GraphError::UnknownCustomer(customer))?;
         for identifier in &gone.identifiers {
-            self.holder.remove(identifier);
+            self.known.hold(identifier, None);
         }
         self.erased.insert(customer);
         self.review
@@ -760,10 +799,11 @@ impl IdentityGraph {
         {
             self.absorb(item.customer, other, &cause, &mut changes);
         }
-        if let Some(identifier) = item.identifier
-            && !self.holder.contains_key(&identifier)
-        {
-            self.link(item.customer, identifier, &cause, &mut changes);
+        if let Some(identifier) = item.identifier {
+            let at = self.known.intern(&identifier, || identifier.clone());
+            if self.known.holder_at(at).is_none() {
+                self.link(item.customer, at, &cause, &mut changes);
+            }
         }
         changes
     }
@@ -772,7 +812,7 @@ impl IdentityGraph {
         &mut self,
         event_id: EventId,
         identifiers: &[Arc<Identifier>],
-        holders: Option<&[Option<CustomerId>]>,
+        known: &[Option<u32>],
     ) -> Resolution {
         let cause = Cause::Event { event_id };
         let mut changes = Vec::with_capacity(identifiers.len() + 1);
@@ -780,22 +820,28 @@ impl IdentityGraph {
         // Who holds each identifier as the event arrives. Merges below move identifiers between
         // holders but never let one go, and each unheld one is linked at most once, so this
         // also says which ones the event may link.
-        let mut usable: SmallVec<[(&Arc<Identifier>, Option<CustomerId>); 8]> = SmallVec::new();
-        for (position, identifier) in identifiers.iter().enumerate() {
-            if let Some(rule) = self.rules.blocked(identifier) {
-                blocked.push(((**identifier).clone(), rule.to_owned()));
-            } else if !usable.iter().any(|(other, _)| *other == identifier) {
-                let holder = match holders {
-                    Some(holders) => holders[position],
-                    None => self.holder.get(identifier.as_ref()).copied(),
-                };
-                usable.push((identifier, holder));
+        let mut usable: SmallVec<[(&Arc<Identifier>, u32, Option<CustomerId>); 8]> =
+            SmallVec::new();
+        for (identifier, known) in identifiers.iter().zip(known) {
+            match known {
+                None => {
+                    if let Some(rule) = self.rules.blocked(identifier) {
+                        blocked.push(((**identifier).clone(), rule.to_owned()));
+                    }
+                }
+                Some(at) => {
+                    if !usable.iter().any(|(_, other, _)| other == at) {
+                        usable.push((identifier, *at, self.known.holder_at(*at)));
+                    }
+                }
             }
         }
         // Strongest first; equal kinds in value order, so the input order never matters.
-        usable.sort_by(|(a, _), (b, _)| {
-            (self.rules.rank(a.kind), *a).cmp(&(self.rules.rank(b.kind), *b))
-        });
+        if usable.len() > 1 {
+            usable.sort_by(|(a, ..), (b, ..)| {
+                (self.rules.rank(a.kind), *a).cmp(&(self.rules.rank(b.kind), *b))
+            });
+        }
         self.seen.insert(event_id, self.events.len());
         if usable.is_empty() {
             self.events.push((event_id, None));
@@ -807,7 +853,7 @@ impl IdentityGraph {
         }
 
         let mut candidates: SmallVec<[CustomerId; 4]> = SmallVec::new();
-        for (identifier, holder) in &usable {
+        for (identifier, _, holder) in &usable {
             if !self.rules.merges_on(identifier.kind) {
                 continue;
             }
@@ -817,12 +863,12 @@ impl IdentityGraph {
                 candidates.push(*holder);
             }
         }
-        let has_merge_kind = usable.iter().any(|(i, _)| self.rules.merges_on(i.kind));
+        let has_merge_kind = usable.iter().any(|(i, ..)| self.rules.merges_on(i.kind));
         let target = if candidates.is_empty() {
             let weak_holder = if has_merge_kind {
                 None
             } else {
-                usable.iter().find_map(|(_, holder)| *holder)
+                usable.iter().find_map(|(.., holder)| *holder)
             };
             match weak_holder {
                 Some(holder) => holder,
@@ -857,7 +903,7 @@ impl IdentityGraph {
             survivor
         };
 
-        for (identifier, holder) in usable {
+        for (identifier, at, holder) in usable {
             if holder.is_some() {
                 continue;
             }
@@ -866,7 +912,7 @@ impl IdentityGraph {
                 .rules
                 .broken_limit(held.iter().chain(std::iter::once(identifier)))
             {
-                None => self.link(target, identifier.clone(), &cause, &mut changes),
+                None => self.link(target, at, &cause, &mut changes),
                 Some(rule) => self.refuse(
                     target,
                     None,
@@ -903,14 +949,10 @@ impl IdentityGraph {
         id
     }
 
-    fn link(
-        &mut self,
-        customer: CustomerId,
-        identifier: Arc<Identifier>,
-        cause: &Cause,
-        changes: &mut Vec<Change>,
-    ) {
-        self.holder.insert(identifier.clone(), customer);
+    /// Gives the identifier known at `at` to `customer`.
+    fn link(&mut self, customer: CustomerId, at: u32, cause: &Cause, changes: &mut Vec<Change>) {
+        self.known.hold_at(at, Some(customer));
+        let identifier = self.known.identifier(at).clone();
         if let Some(held) = self.customers.get_mut(&customer) {
             held.identifiers.insert(identifier.clone());
         }
@@ -936,7 +978,7 @@ impl IdentityGraph {
         self.lineage.entry(survivor).or_default().extend(inherited);
         self.absorbed_into.insert(absorbed, survivor);
         for identifier in &gone.identifiers {
-            self.holder.insert(identifier.clone(), survivor);
+            self.known.hold(identifier, Some(survivor));
         }
         if let Some(kept) = self.customers.get_mut(&survivor) {
             kept.identifiers.extend(gone.identifiers.iter().cloned());

@@ -1,6 +1,7 @@
 //! The pure part of identity: rules and graph, no I/O.
 
 pub mod graph;
+mod known;
 pub mod preview;
 pub mod rules;
 

@@ -88,8 +88,8 @@ pub fn compare(now: &IdentityGraph, after: &IdentityGraph, events: u64) -> RuleP
     let (held_now, held_after) = (holders(now), holders(after));
     RulePreview {
         events,
-        customers_now: now.customers().count(),
-        customers_after: after.customers().count(),
+        customers_now: now.customer_count(),
+        customers_after: after.customer_count(),
         splits: regroup(now, &held_after),
         merges: regroup(after, &held_now),
         identifiers_dropped: held_now

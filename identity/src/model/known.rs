@@ -1,0 +1,95 @@
+//! The identifiers the graph knows, each with the customer that holds it (if any).
+//!
+//! Each identifier is known once, by a dense index, from the first event that carries it (a
+//! blocked value is never known). The graph's customers, inputs and changes share its one
+//! allocation. Resolving an event costs one hash and one probe per identifier, and linking or
+//! moving an identifier it already found costs no second look-up.
+
+use super::graph::CustomerId;
+use kinfold_core::Identifier;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+struct Known {
+    /// Its hash, kept so that growing the table and probing past other identifiers never
+    /// reads the identifier itself.
+    hash: u64,
+    identifier: Arc<Identifier>,
+    holder: Option<CustomerId>,
+}
+
+/// Every known identifier and its holder. Nothing iterates the table, so its (per process
+/// random) order never shows.
+#[derive(Debug, Clone, Default)]
+pub(super) struct KnownIdentifiers {
+    table: hashbrown::HashTable<u32>,
+    known: Vec<Known>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl KnownIdentifiers {
+    fn find_hashed(&self, hash: u64, identifier: &Identifier) -> Option<u32> {
+        self.table
+            .find(hash, |&at| {
+                let known = &self.known[at as usize];
+                known.hash == hash && *known.identifier == *identifier
+            })
+            .copied()
+    }
+
+    /// Where `identifier` is, if known.
+    pub(super) fn find(&self, identifier: &Identifier) -> Option<u32> {
+        self.find_hashed(self.hasher.hash_one(identifier), identifier)
+    }
+
+    /// Where `identifier` is, known from now on; the first time, `share` gives the allocation
+    /// that everything holding it shares.
+    pub(super) fn intern(
+        &mut self,
+        identifier: &Identifier,
+        share: impl FnOnce() -> Arc<Identifier>,
+    ) -> u32 {
+        let hash = self.hasher.hash_one(identifier);
+        if let Some(at) = self.find_hashed(hash, identifier) {
+            return at;
+        }
+        let at = u32::try_from(self.known.len()).expect("fewer than 2^32 identifiers");
+        self.known.push(Known {
+            hash,
+            identifier: share(),
+            holder: None,
+        });
+        let known = &self.known;
+        self.table
+            .insert_unique(hash, at, |&other| known[other as usize].hash);
+        at
+    }
+
+    /// The identifier at `at`.
+    pub(super) fn identifier(&self, at: u32) -> &Arc<Identifier> {
+        &self.known[at as usize].identifier
+    }
+
+    /// The customer holding the identifier at `at`.
+    pub(super) fn holder_at(&self, at: u32) -> Option<CustomerId> {
+        self.known[at as usize].holder
+    }
+
+    /// The customer holding `identifier`.
+    pub(super) fn holder(&self, identifier: &Identifier) -> Option<CustomerId> {
+        self.find(identifier).and_then(|at| self.holder_at(at))
+    }
+
+    /// Gives the identifier at `at` to `holder` (`None`: to nobody).
+    pub(super) fn hold_at(&mut self, at: u32, holder: Option<CustomerId>) {
+        self.known[at as usize].holder = holder;
+    }
+
+    /// Gives `identifier`, which must be known, to `holder` (`None`: to nobody).
+    pub(super) fn hold(&mut self, identifier: &Identifier, holder: Option<CustomerId>) {
+        if let Some(at) = self.find(identifier) {
+            self.hold_at(at, holder);
+        }
+    }
+}
