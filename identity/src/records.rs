@@ -211,7 +211,7 @@ mod tests {
         }
         let observe = Input::Observe {
             event_id: EventId(uuid::Uuid::from_u128(1)),
-            identifiers: Vec::new(),
+            identifiers: Default::default(),
         };
         let mut as_decision = b"D".to_vec();
         as_decision.extend(serde_json::to_vec(&observe).expect("json"));

@@ -727,7 +727,7 @@ impl IdentityService {
         let customers_before = self.read(|graph| graph.customer_count()).await? as u64;
         let (changes, offset) = self
             .decide(Input::Rules {
-                rules: rules.file().clone(),
+                rules: Box::new(rules.file().clone()),
                 reason: request.reason,
             })
             .await?;

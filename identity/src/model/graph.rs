@@ -145,8 +145,9 @@ pub enum Change {
 pub struct Customer {
     pub id: CustomerId,
     pub created: u64,
-    /// Shared with the graph's index and its inputs: an identifier is allocated once.
-    pub identifiers: BTreeSet<Arc<Identifier>>,
+    /// In order, each once; shared with the graph's index and its inputs: an identifier is
+    /// allocated once.
+    pub identifiers: Vec<Arc<Identifier>>,
 }
 
 /// A refused merge or link waiting for a person.
@@ -190,6 +191,10 @@ pub enum GraphError {
     },
 }
 
+/// An event's identifiers as the graph shares them; most events carry one or two, which sit
+/// inline.
+pub type EventIdentifiers = SmallVec<[Arc<Identifier>; 2]>;
+
 /// What the graph is a fold of: events' identifiers and decisions by hand, in order. Replaying
 /// the inputs from an empty graph gives the same graph; a split does exactly that.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,7 +202,7 @@ pub enum GraphError {
 pub enum Input {
     Observe {
         event_id: EventId,
-        identifiers: Vec<Arc<Identifier>>,
+        identifiers: EventIdentifiers,
     },
     Merge {
         survivor: CustomerId,
@@ -224,7 +229,10 @@ pub enum Input {
     },
     /// New rules from here on, and for the whole history before: it is re-resolved under them
     /// (see [`IdentityGraph::change_rules`]).
-    Rules { rules: RulesFile, reason: String },
+    Rules {
+        rules: Box<RulesFile>,
+        reason: String,
+    },
 }
 
 /// Two lineages a split keeps apart: no automatic merge joins a customer holding `a` (itself or
@@ -294,7 +302,7 @@ impl IdentityGraph {
             .iter()
             .rev()
             .find_map(|input| match input {
-                Input::Rules { rules, .. } => Rules::new(rules.clone()).ok(),
+                Input::Rules { rules, .. } => Rules::new((**rules).clone()).ok(),
                 _ => None,
             })
             .unwrap_or(rules);
@@ -426,7 +434,7 @@ impl IdentityGraph {
             return again;
         }
         // One look-up per identifier: where the graph knows it, and its one copy.
-        let mut shared = Vec::with_capacity(identifiers.len());
+        let mut shared = EventIdentifiers::with_capacity(identifiers.len());
         let mut known: Located = SmallVec::with_capacity(identifiers.len());
         for identifier in identifiers {
             if self.rules.blocked(identifier).is_some() {
@@ -444,11 +452,7 @@ impl IdentityGraph {
     }
 
     /// [`Self::observe`], with the identifiers already shared.
-    fn observe_shared(
-        &mut self,
-        event_id: EventId,
-        identifiers: Vec<Arc<Identifier>>,
-    ) -> Resolution {
+    fn observe_shared(&mut self, event_id: EventId, identifiers: EventIdentifiers) -> Resolution {
         if let Some(again) = self.delivered_again(event_id) {
             return again;
         }
@@ -471,9 +475,16 @@ impl IdentityGraph {
             .collect()
     }
 
-    /// For an event seen before: where it belongs now, with no change.
-    fn delivered_again(&self, event_id: EventId) -> Option<Resolution> {
-        let index = *self.seen.get(&event_id)?;
+    /// For an event seen before: where it belongs now, with no change. A new one is marked
+    /// seen, at the place in `events` that resolving it takes.
+    fn delivered_again(&mut self, event_id: EventId) -> Option<Resolution> {
+        let index = match self.seen.entry(event_id) {
+            std::collections::hash_map::Entry::Occupied(seen) => *seen.get(),
+            std::collections::hash_map::Entry::Vacant(new) => {
+                new.insert(self.events.len());
+                return None;
+            }
+        };
         Some(Resolution {
             customer: self.events[index].1.and_then(|c| self.current(c)),
             blocked: Vec::new(),
@@ -486,7 +497,7 @@ impl IdentityGraph {
     fn record_observation(
         &mut self,
         event_id: EventId,
-        identifiers: Vec<Arc<Identifier>>,
+        identifiers: EventIdentifiers,
         known: &[Option<u32>],
     ) -> Resolution {
         let resolution = self.resolve(event_id, &identifiers, known);
@@ -579,7 +590,7 @@ impl IdentityGraph {
             identifiers: self
                 .customers
                 .get(&restored)
-                .map(|c| c.identifiers.iter().cloned().collect())
+                .map(|c| c.identifiers.clone())
                 .unwrap_or_default(),
             cause: Cause::Manual {
                 reason: reason.to_owned(),
@@ -603,7 +614,7 @@ impl IdentityGraph {
         let moved = self.re_resolve(
             checked,
             Input::Rules {
-                rules,
+                rules: Box::new(rules),
                 reason: reason.to_owned(),
             },
         );
@@ -641,7 +652,7 @@ impl IdentityGraph {
                 restored,
                 reason,
             } => self.split(customer, restored, &reason),
-            Input::Rules { rules, reason } => self.change_rules(rules, &reason),
+            Input::Rules { rules, reason } => self.change_rules(*rules, &reason),
             Input::Observe {
                 event_id,
                 identifiers,
@@ -664,6 +675,8 @@ impl IdentityGraph {
                 event_id,
                 identifiers,
             } => {
+                // Inputs hold each event once (see `delivered_again`).
+                self.seen.insert(*event_id, self.events.len());
                 let known = self.locate(identifiers);
                 Ok(self.resolve(*event_id, identifiers, &known).changes)
             }
@@ -815,7 +828,8 @@ impl IdentityGraph {
         known: &[Option<u32>],
     ) -> Resolution {
         let cause = Cause::Event { event_id };
-        let mut changes = Vec::with_capacity(identifiers.len() + 1);
+        // Most events change nothing: no allocation for them.
+        let mut changes = Vec::new();
         let mut blocked = Vec::new();
         // Who holds each identifier as the event arrives. Merges below move identifiers between
         // holders but never let one go, and each unheld one is linked at most once, so this
@@ -842,7 +856,6 @@ impl IdentityGraph {
                 (self.rules.rank(a.kind), *a).cmp(&(self.rules.rank(b.kind), *b))
             });
         }
-        self.seen.insert(event_id, self.events.len());
         if usable.is_empty() {
             self.events.push((event_id, None));
             return Resolution {
@@ -938,7 +951,7 @@ impl IdentityGraph {
             Customer {
                 id,
                 created: self.next_created,
-                identifiers: BTreeSet::new(),
+                identifiers: Vec::new(),
             },
         );
         self.next_created += 1;
@@ -953,8 +966,10 @@ impl IdentityGraph {
     fn link(&mut self, customer: CustomerId, at: u32, cause: &Cause, changes: &mut Vec<Change>) {
         self.known.hold_at(at, Some(customer));
         let identifier = self.known.identifier(at).clone();
-        if let Some(held) = self.customers.get_mut(&customer) {
-            held.identifiers.insert(identifier.clone());
+        if let Some(held) = self.customers.get_mut(&customer)
+            && let Err(place) = held.identifiers.binary_search(&identifier)
+        {
+            held.identifiers.insert(place, identifier.clone());
         }
         changes.push(Change::Linked {
             customer,
@@ -982,11 +997,12 @@ impl IdentityGraph {
         }
         if let Some(kept) = self.customers.get_mut(&survivor) {
             kept.identifiers.extend(gone.identifiers.iter().cloned());
+            kept.identifiers.sort_unstable();
         }
         changes.push(Change::Merged {
             survivor,
             absorbed,
-            identifiers: gone.identifiers.into_iter().collect(),
+            identifiers: gone.identifiers,
             cause: cause.clone(),
         });
     }

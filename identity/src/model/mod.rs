@@ -6,7 +6,8 @@ pub mod preview;
 pub mod rules;
 
 pub use graph::{
-    Cause, Change, Customer, CustomerId, GraphError, IdentityGraph, Input, Resolution, ReviewItem,
+    Cause, Change, Customer, CustomerId, EventIdentifiers, GraphError, IdentityGraph, Input,
+    Resolution, ReviewItem,
 };
 pub use preview::{Regrouping, RulePreview, compare, preview};
 pub use rules::{Blocked, DEFAULT_RULES, Limit, Rules, RulesError, RulesFile};

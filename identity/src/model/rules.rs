@@ -102,16 +102,16 @@ pub struct Rules {
     merges: [bool; KINDS],
     limits: [Option<(usize, bool)>; KINDS],
     blocked: Vec<BlockedRule>,
+    /// By [`kind_index`]: the blocked rules that apply to the kind, in file order.
+    blocked_for: [Vec<usize>; KINDS],
 }
 
 const KINDS: usize = IdentifierKind::ALL.len();
 
-/// The place of `kind` in [`IdentifierKind::ALL`], for the rules' tables.
+/// The place of `kind` in [`IdentifierKind::ALL`], for the rules' tables: its declaration
+/// order, which `ALL` follows (a unit test checks it).
 fn kind_index(kind: IdentifierKind) -> usize {
-    IdentifierKind::ALL
-        .iter()
-        .position(|other| *other == kind)
-        .expect("every kind is in ALL")
+    kind as usize
 }
 
 impl Rules {
@@ -188,12 +188,18 @@ impl Rules {
         for (kind, limit) in &limits {
             limit_table[kind_index(*kind)] = Some(*limit);
         }
+        let blocked_for = IdentifierKind::ALL.map(|kind| {
+            (0..blocked.len())
+                .filter(|at| blocked[*at].kind.is_none_or(|only| only == kind))
+                .collect()
+        });
         Ok(Self {
             file,
             rank: rank_table,
             merges,
             limits: limit_table,
             blocked,
+            blocked_for,
         })
     }
 
@@ -219,14 +225,12 @@ impl Rules {
 
     /// The blocked rule `identifier` falls under, described, if any.
     pub fn blocked(&self, identifier: &Identifier) -> Option<&str> {
-        self.blocked
+        self.blocked_for[kind_index(identifier.kind)]
             .iter()
-            .find(|rule| {
-                rule.kind.is_none_or(|kind| kind == identifier.kind)
-                    && match &rule.matcher {
-                        Matcher::Exact(value) => *value == identifier.value,
-                        Matcher::Pattern(regex) => regex.is_match(&identifier.value),
-                    }
+            .map(|at| &self.blocked[*at])
+            .find(|rule| match &rule.matcher {
+                Matcher::Exact(value) => *value == identifier.value,
+                Matcher::Pattern(regex) => regex.is_match(&identifier.value),
             })
             .map(|rule| rule.label.as_str())
     }
@@ -266,6 +270,13 @@ mod tests {
     use super::*;
 
     use crate::model::tests::id;
+
+    #[test]
+    fn every_kind_sits_at_its_declaration_order_in_all() {
+        for (position, kind) in IdentifierKind::ALL.iter().enumerate() {
+            assert_eq!(kind_index(*kind), position, "{kind}");
+        }
+    }
 
     #[test]
     fn the_default_rules_rank_merge_and_limit_as_the_domain_says() {

@@ -55,7 +55,7 @@ pub async fn preview(
             let now = IdentityGraph::replay(current, &inputs);
             let mut changed = inputs;
             changed.push(Input::Rules {
-                rules: proposed.file().clone(),
+                rules: Box::new(proposed.file().clone()),
                 reason: "preview".to_owned(),
             });
             let after = IdentityGraph::replay(proposed, &changed);
