@@ -252,6 +252,10 @@ const KEPT_APART: &str = "kept apart by a split";
 /// Where the graph knows each of an event's identifiers (`None`: blocked).
 type Located = SmallVec<[Option<u32>; 8]>;
 
+/// One of an event's usable identifiers: where the graph knows it, and who held it as the event
+/// arrived.
+type Usable<'a> = (&'a Arc<Identifier>, u32, Option<CustomerId>);
+
 /// The identity graph.
 #[derive(Debug, Clone)]
 pub struct IdentityGraph {
@@ -834,8 +838,7 @@ impl IdentityGraph {
         // Who holds each identifier as the event arrives. Merges below move identifiers between
         // holders but never let one go, and each unheld one is linked at most once, so this
         // also says which ones the event may link.
-        let mut usable: SmallVec<[(&Arc<Identifier>, u32, Option<CustomerId>); 8]> =
-            SmallVec::new();
+        let mut usable: SmallVec<[Usable; 8]> = SmallVec::new();
         for (identifier, known) in identifiers.iter().zip(known) {
             match known {
                 None => {
