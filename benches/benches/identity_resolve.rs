@@ -14,8 +14,9 @@
 //!   `UnionFind`, and the event's root found and kept. No rules at all: the floor that any
 //!   resolver with rules pays at least.
 //!
-//! Runs alternate, the median of five is reported (`KINFOLD_BENCH_QUICK=1`: a smaller stream,
-//! three runs). Every run checks its output: events resolved and customers made.
+//! Runs alternate, each round is printed and the median of five is reported
+//! (`KINFOLD_BENCH_QUICK=1`: a smaller stream, three runs). The heap is settled before each
+//! run (see `settle_heap`). Every run checks its output: events resolved and customers made.
 
 use kinfold_benches::{Generator, GeneratorConfig};
 use kinfold_core::{EventId, Identifier};
@@ -64,6 +65,7 @@ fn stream(events: usize, customers: u32) -> Stream {
 
 /// Resolves the stream with Kinfold's graph; returns the time and the customers made.
 fn kinfold_run(stream: &Stream) -> (Duration, usize) {
+    settle_heap();
     let started = Instant::now();
     let mut graph = IdentityGraph::new(Rules::default_rules());
     let mut resolved = 0usize;
@@ -76,12 +78,12 @@ fn kinfold_run(stream: &Stream) -> (Duration, usize) {
     assert_eq!(resolved, stream.events.len(), "every event resolves");
     let customers = graph.customer_count();
     drop(std::hint::black_box(graph));
-    settle_heap();
     (elapsed, customers)
 }
 
 /// Resolves the stream with union-find; returns the time and the sets made.
 fn union_find_run(stream: &Stream) -> (Duration, usize) {
+    settle_heap();
     let started = Instant::now();
     let mut index: HashMap<Identifier, u32> = HashMap::new();
     let mut sets = UnionFind::<u32>::new(stream.links);
@@ -107,15 +109,13 @@ fn union_find_run(stream: &Stream) -> (Duration, usize) {
         .map(|at| sets.find_mut(at))
         .collect();
     drop(std::hint::black_box(roots));
-    drop(std::hint::black_box(index));
-    drop(std::hint::black_box(sets));
-    settle_heap();
     (elapsed, distinct.len())
 }
 
 /// After a run's memory is freed, the allocator tidies its free lists (glibc merges them on
-/// the next request of a larger size): make that request here, outside the timings, so that
-/// tidying after one run is not charged to the next one, whichever side it is.
+/// the next request of a larger size): make that request before each run, outside the
+/// timings, so that tidying after one run is not charged to the next one, whichever side it
+/// is.
 fn settle_heap() {
     drop(std::hint::black_box(Vec::<u8>::with_capacity(64 * 1024)));
 }
