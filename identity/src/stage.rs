@@ -457,12 +457,14 @@ impl ResolveProcessor {
     /// The state rows the key-value store lacks: the graph's inputs since the last write, and
     /// the position they reach.
     fn state_mutations(folded: &Folded) -> Vec<KvMutation> {
-        let inputs = folded.graph.inputs();
-        let mut mutations = Vec::with_capacity(inputs.len() - folded.persisted + 1);
-        for (sequence, input) in inputs.iter().enumerate().skip(folded.persisted) {
+        let count = folded.graph.input_count();
+        let mut mutations = Vec::with_capacity(count - folded.persisted + 1);
+        for (sequence, input) in
+            (folded.persisted..).zip(folded.graph.inputs_since(folded.persisted))
+        {
             mutations.push(KvMutation::Put {
                 clustering_key: input_key(sequence),
-                value: Bytes::from(serde_json::to_vec(input).expect("inputs serialise")),
+                value: Bytes::from(serde_json::to_vec(&input).expect("inputs serialise")),
             });
         }
         mutations.push(KvMutation::Put {
@@ -645,7 +647,7 @@ impl Processor for ResolveProcessor {
             (
                 Self::state_mutations(folded),
                 folded.next,
-                folded.graph.inputs().len(),
+                folded.graph.input_count(),
             )
         };
         let (resolved, changes) = tokio::join!(

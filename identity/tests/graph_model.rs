@@ -586,7 +586,7 @@ fn the_graph_agrees_with_a_simple_oracle_over_100k_random_operations() {
             }
         }
         // The graph is a fold of its inputs: replaying them gives it again.
-        let replayed = IdentityGraph::replay(rules.clone(), graph.inputs());
+        let replayed = IdentityGraph::replay(rules.clone(), &graph.inputs());
         assert_eq!(snapshot(&replayed), snapshot(&graph), "seed {seed}: replay");
         assert_eq!(replayed.review().count(), graph.review().count());
         assert_eq!(replayed.event_customers(), graph.event_customers());

@@ -33,6 +33,7 @@ use super::rules::{Rules, RulesFile};
 use kinfold_core::{EventId, Identifier};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
+use std::borrow::Borrow;
 use std::sync::Arc;
 // foldhash: fast, and seeded per process, so identifiers from outside cannot aim at its
 // buckets; nothing iterates these maps in an order that shows.
@@ -249,12 +250,21 @@ struct Apart {
 
 const KEPT_APART: &str = "kept apart by a split";
 
-/// Where the graph knows each of an event's identifiers (`None`: blocked).
-type Located = SmallVec<[Option<u32>; 8]>;
+/// Where the graph knows each of an event's identifiers.
+type Located = SmallVec<[u32; 4]>;
 
 /// One of an event's usable identifiers: where the graph knows it, and who held it as the event
 /// arrived.
-type Usable<'a> = (&'a Arc<Identifier>, u32, Option<CustomerId>);
+type Usable<'a> = (&'a Identifier, u32, Option<CustomerId>);
+
+/// An input as the graph keeps it: an event by where the graph knows its identifiers (so that
+/// recording it touches none of them; it is an [`Input`] again when read), a decision as it
+/// came.
+#[derive(Debug, Clone)]
+enum Recorded {
+    Observe { event_id: EventId, known: Located },
+    Decision(Box<Input>),
+}
 
 /// The identity graph.
 #[derive(Debug, Clone)]
@@ -267,7 +277,7 @@ pub struct IdentityGraph {
     next_created: u64,
     review: BTreeMap<u64, ReviewItem>,
     next_review: u64,
-    inputs: Vec<Input>,
+    inputs: Vec<Recorded>,
     /// The customers each live customer absorbed, directly or not.
     lineage: HashMap<CustomerId, BTreeSet<CustomerId>>,
     absorbed_into: HashMap<CustomerId, CustomerId>,
@@ -328,7 +338,11 @@ impl IdentityGraph {
             // What failed when it was first applied fails again; it stays in the inputs all
             // the same, so that the next replay sees the same history.
             let _ = graph.apply(index, input);
-            graph.inputs.push(input.clone());
+            if !matches!(input, Input::Observe { .. }) {
+                graph
+                    .inputs
+                    .push(Recorded::Decision(Box::new(input.clone())));
+            }
         }
         graph
     }
@@ -368,8 +382,29 @@ impl IdentityGraph {
     }
 
     /// The inputs so far.
-    pub fn inputs(&self) -> &[Input] {
-        &self.inputs
+    pub fn inputs(&self) -> Vec<Input> {
+        self.inputs_since(0).collect()
+    }
+
+    /// The inputs from number `start` on.
+    pub fn inputs_since(&self, start: usize) -> impl Iterator<Item = Input> + '_ {
+        self.inputs[start.min(self.inputs.len())..]
+            .iter()
+            .map(|recorded| match recorded {
+                Recorded::Observe { event_id, known } => Input::Observe {
+                    event_id: *event_id,
+                    identifiers: known
+                        .iter()
+                        .map(|at| self.known.identifier(*at).clone())
+                        .collect(),
+                },
+                Recorded::Decision(input) => (**input).clone(),
+            })
+    }
+
+    /// How many inputs there are.
+    pub fn input_count(&self) -> usize {
+        self.inputs.len()
     }
 
     /// The customers `customer` absorbed, directly or not.
@@ -437,45 +472,32 @@ impl IdentityGraph {
         if let Some(again) = self.delivered_again(event_id) {
             return again;
         }
-        // One look-up per identifier: where the graph knows it, and its one copy.
-        let mut shared = EventIdentifiers::with_capacity(identifiers.len());
-        let mut known: Located = SmallVec::with_capacity(identifiers.len());
-        for identifier in identifiers {
-            if self.rules.blocked(identifier).is_some() {
-                shared.push(Arc::new(identifier.clone()));
-                known.push(None);
-            } else {
-                let at = self
-                    .known
-                    .intern(identifier, || Arc::new(identifier.clone()));
-                shared.push(self.known.identifier(at).clone());
-                known.push(Some(at));
-            }
-        }
-        self.record_observation(event_id, shared, &known)
+        // One look-up per identifier: where the graph knows it (allocated the first time).
+        let known: Located = identifiers
+            .iter()
+            .map(|identifier| {
+                self.known
+                    .intern(identifier, || Arc::new(identifier.clone()))
+            })
+            .collect();
+        self.record_observation(event_id, identifiers, known)
     }
 
     /// [`Self::observe`], with the identifiers already shared.
-    fn observe_shared(&mut self, event_id: EventId, identifiers: EventIdentifiers) -> Resolution {
+    fn observe_shared(&mut self, event_id: EventId, identifiers: &[Arc<Identifier>]) -> Resolution {
         if let Some(again) = self.delivered_again(event_id) {
             return again;
         }
-        let known = self.locate(&identifiers);
-        self.record_observation(event_id, identifiers, &known)
+        let known = self.locate(identifiers);
+        self.record_observation(event_id, identifiers, known)
     }
 
-    /// Where the graph knows each of `identifiers` (made known now if new); `None` for a
-    /// blocked one.
+    /// Where the graph knows each of `identifiers` (made known now if new, sharing their
+    /// allocation).
     fn locate(&mut self, identifiers: &[Arc<Identifier>]) -> Located {
         identifiers
             .iter()
-            .map(|identifier| {
-                if self.rules.blocked(identifier).is_some() {
-                    None
-                } else {
-                    Some(self.known.intern(identifier, || identifier.clone()))
-                }
-            })
+            .map(|identifier| self.known.intern(identifier, || identifier.clone()))
             .collect()
     }
 
@@ -498,17 +520,14 @@ impl IdentityGraph {
 
     /// Resolves a new event and records it among the inputs; `known` says where the graph
     /// knows each identifier (see [`Self::locate`]).
-    fn record_observation(
+    fn record_observation<I: Borrow<Identifier>>(
         &mut self,
         event_id: EventId,
-        identifiers: EventIdentifiers,
-        known: &[Option<u32>],
+        identifiers: &[I],
+        known: Located,
     ) -> Resolution {
-        let resolution = self.resolve(event_id, &identifiers, known);
-        self.inputs.push(Input::Observe {
-            event_id,
-            identifiers,
-        });
+        let resolution = self.resolve(event_id, identifiers, &known);
+        self.inputs.push(Recorded::Observe { event_id, known });
         resolution
     }
 
@@ -558,7 +577,7 @@ impl IdentityGraph {
         };
         // This very item; a replay finds the first one refused alike (see `apply`).
         let changes = self.decide_now(review, approve, reason);
-        self.inputs.push(input);
+        self.inputs.push(Recorded::Decision(Box::new(input)));
         Ok(changes)
     }
 
@@ -635,7 +654,7 @@ impl IdentityGraph {
     /// whose customer changed.
     fn re_resolve(&mut self, rules: Rules, input: Input) -> Vec<Change> {
         let before = self.event_customers();
-        let mut inputs = std::mem::take(&mut self.inputs);
+        let mut inputs = self.inputs();
         inputs.push(input);
         *self = Self::replay(rules, &inputs);
         before
@@ -660,7 +679,7 @@ impl IdentityGraph {
             Input::Observe {
                 event_id,
                 identifiers,
-            } => Ok(self.observe_shared(event_id, identifiers).changes),
+            } => Ok(self.observe_shared(event_id, &identifiers).changes),
             decision => self.decision(decision),
         }
     }
@@ -668,11 +687,12 @@ impl IdentityGraph {
     /// Applies a decision by hand and records it.
     fn decision(&mut self, input: Input) -> Result<Vec<Change>, GraphError> {
         let changes = self.apply(self.inputs.len(), &input)?;
-        self.inputs.push(input);
+        self.inputs.push(Recorded::Decision(Box::new(input)));
         Ok(changes)
     }
 
-    /// Applies input number `index` (not recorded here).
+    /// Applies input number `index`; an event is recorded, a decision is not (the caller
+    /// records it).
     fn apply(&mut self, index: usize, input: &Input) -> Result<Vec<Change>, GraphError> {
         match input {
             Input::Observe {
@@ -682,7 +702,9 @@ impl IdentityGraph {
                 // Inputs hold each event once (see `delivered_again`).
                 self.seen.insert(*event_id, self.events.len());
                 let known = self.locate(identifiers);
-                Ok(self.resolve(*event_id, identifiers, &known).changes)
+                Ok(self
+                    .record_observation(*event_id, identifiers, known)
+                    .changes)
             }
             Input::Merge {
                 survivor,
@@ -825,11 +847,11 @@ impl IdentityGraph {
         changes
     }
 
-    fn resolve(
+    fn resolve<I: Borrow<Identifier>>(
         &mut self,
         event_id: EventId,
-        identifiers: &[Arc<Identifier>],
-        known: &[Option<u32>],
+        identifiers: &[I],
+        known: &[u32],
     ) -> Resolution {
         let cause = Cause::Event { event_id };
         // Most events change nothing: no allocation for them.
@@ -839,18 +861,12 @@ impl IdentityGraph {
         // holders but never let one go, and each unheld one is linked at most once, so this
         // also says which ones the event may link.
         let mut usable: SmallVec<[Usable; 8]> = SmallVec::new();
-        for (identifier, known) in identifiers.iter().zip(known) {
-            match known {
-                None => {
-                    if let Some(rule) = self.rules.blocked(identifier) {
-                        blocked.push(((**identifier).clone(), rule.to_owned()));
-                    }
-                }
-                Some(at) => {
-                    if !usable.iter().any(|(_, other, _)| other == at) {
-                        usable.push((identifier, *at, self.known.holder_at(*at)));
-                    }
-                }
+        for (identifier, at) in identifiers.iter().zip(known) {
+            let identifier = identifier.borrow();
+            if let Some(rule) = self.rules.blocked(identifier) {
+                blocked.push((identifier.clone(), rule.to_owned()));
+            } else if !usable.iter().any(|(_, other, _)| other == at) {
+                usable.push((identifier, *at, self.known.holder_at(*at)));
             }
         }
         // Strongest first; equal kinds in value order, so the input order never matters.
@@ -924,15 +940,16 @@ impl IdentityGraph {
                 continue;
             }
             let held = &self.customers[&target].identifiers;
-            match self
-                .rules
-                .broken_limit(held.iter().chain(std::iter::once(identifier)))
-            {
+            match self.rules.broken_limit(
+                held.iter()
+                    .map(|held| &**held)
+                    .chain(std::iter::once(identifier)),
+            ) {
                 None => self.link(target, at, &cause, &mut changes),
                 Some(rule) => self.refuse(
                     target,
                     None,
-                    Some(identifier.clone()),
+                    Some(self.known.identifier(at).clone()),
                     rule,
                     &cause,
                     &mut changes,

@@ -255,7 +255,7 @@ mod tests {
         assert_eq!(live.digest(), always.digest());
         // A replay makes the change again, whatever rules it starts from.
         assert_eq!(
-            IdentityGraph::replay(Rules::default_rules(), live.inputs()).digest(),
+            IdentityGraph::replay(Rules::default_rules(), &live.inputs()).digest(),
             live.digest()
         );
         // Rules that do not check are refused and change nothing.
