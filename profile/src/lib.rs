@@ -1,3 +1,15 @@
-//! The profile stage: folds each customer's resolved events, in event time, into the 360°
-//! projection. Not built yet: it arrives with its own issue. The crate exists so the workspace
-//! has its final shape.
+//! The profile stage: each customer's journal of resolved events, folded in event time into
+//! the 360° profile that internal services read.
+//!
+//! - `journal`: a customer's events in event time, each once; whether a new one folds on top.
+//! - `fold`: the stored projection ([`fold::ProfileState`]) and the profile a reader gets
+//!   ([`fold::Profile`]), the same whatever order and however often the events arrived.
+//! - `rules`: RFM thresholds and the lifetime value's horizon.
+
+pub mod fold;
+pub mod journal;
+pub mod rules;
+
+pub use fold::{Profile, ProfileState, add_and_fold, fold};
+pub use journal::{Added, Journal, JournalKey, journal_key};
+pub use rules::{DEFAULT_PROFILE_RULES, ProfileRules, ProfileRulesError};
