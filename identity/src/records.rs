@@ -5,14 +5,19 @@
 //!   `D`). The first byte says which.
 //! - `events.resolved`: the canonical frame unchanged, keyed by the customer id, so that every
 //!   event of a customer lands in one partition and the profile stage reads its customer from
-//!   the key.
+//!   the key. Among them, keyed by the customer they are about and marked by the
+//!   [`MARKER_HEADER`] header, [`ResolvedMarker`]s as JSON: the customer was absorbed by a
+//!   merge, an event left it (a split, a rule change), it was erased. They take their place in
+//!   that customer's order, so a reader of one partition sees each customer's history whole.
 //! - `identity.changes`: each [`Change`] as JSON, keyed by the customer it is about.
 //!
 //! Pure: no I/O. Decoding never panics on any bytes.
 
 use crate::model::{Change, CustomerId, Input};
 use bytes::Bytes;
+use kinfold_core::EventId;
 use kinfold_core::ports::OutgoingRecord;
+use serde::{Deserialize, Serialize};
 
 const EVENT_TAG: u8 = b'E';
 const DECISION_TAG: u8 = b'D';
@@ -77,6 +82,71 @@ impl InputRecord {
             headers: Vec::new(),
             timestamp_millis,
             partition: Some(0),
+        }
+    }
+}
+
+/// The header that marks a [`ResolvedMarker`] in `events.resolved` (its value: `marker`).
+pub const MARKER_HEADER: &str = "kinfold-record";
+
+/// What happened to a customer, in `events.resolved`, keyed by that customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "marker", rename_all = "snake_case")]
+pub enum ResolvedMarker {
+    /// A merge: the customer is now part of `into`, and so are its events.
+    Absorbed { into: CustomerId },
+    /// Event `event_id` no longer belongs to the customer; it belongs to `to` (`None`: to
+    /// nobody).
+    MovedAway {
+        event_id: EventId,
+        to: Option<CustomerId>,
+    },
+    /// The customer was erased.
+    Erased,
+}
+
+impl ResolvedMarker {
+    /// The markers a change makes, with the customer each is about.
+    pub fn of_change(change: &Change) -> Option<(CustomerId, Self)> {
+        match change {
+            Change::Merged {
+                survivor, absorbed, ..
+            } => Some((*absorbed, Self::Absorbed { into: *survivor })),
+            Change::Moved {
+                event_id,
+                from: Some(from),
+                to,
+            } => Some((
+                *from,
+                Self::MovedAway {
+                    event_id: *event_id,
+                    to: *to,
+                },
+            )),
+            Change::Erased { customer, .. } => Some((*customer, Self::Erased)),
+            _ => None,
+        }
+    }
+
+    /// The marker `record` carries, if it is one (`Err`: marked, but not a marker).
+    pub fn of_record(
+        headers: &[(String, Bytes)],
+        value: &[u8],
+    ) -> Option<Result<Self, serde_json::Error>> {
+        headers
+            .iter()
+            .any(|(name, value)| name == MARKER_HEADER && value.as_ref() == b"marker")
+            .then(|| serde_json::from_slice(value))
+    }
+
+    /// The `events.resolved` record of this marker about `customer`.
+    pub fn outgoing(&self, customer: CustomerId, timestamp_millis: i64) -> OutgoingRecord {
+        OutgoingRecord {
+            key: Some(Bytes::from(customer.to_string())),
+            value: Bytes::from(serde_json::to_vec(self).expect("a marker always serialises")),
+            headers: vec![(MARKER_HEADER.to_owned(), Bytes::from_static(b"marker"))],
+            timestamp_millis,
+            partition: None,
         }
     }
 }
@@ -146,6 +216,76 @@ mod tests {
 
     fn customer(n: u128) -> CustomerId {
         CustomerId(uuid::Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn merges_moves_and_erasures_mark_the_customer_they_are_about() {
+        let cause = Cause::Manual {
+            reason: "test".into(),
+        };
+        let event_id = EventId(uuid::Uuid::from_u128(9));
+        let cases = [
+            (
+                Change::Merged {
+                    survivor: customer(1),
+                    absorbed: customer(2),
+                    identifiers: Vec::new(),
+                    cause: cause.clone(),
+                },
+                Some((customer(2), ResolvedMarker::Absorbed { into: customer(1) })),
+            ),
+            (
+                Change::Moved {
+                    event_id,
+                    from: Some(customer(1)),
+                    to: Some(customer(3)),
+                },
+                Some((
+                    customer(1),
+                    ResolvedMarker::MovedAway {
+                        event_id,
+                        to: Some(customer(3)),
+                    },
+                )),
+            ),
+            // An event that belonged to nobody has nobody to leave.
+            (
+                Change::Moved {
+                    event_id,
+                    from: None,
+                    to: Some(customer(3)),
+                },
+                None,
+            ),
+            (
+                Change::Erased {
+                    customer: customer(4),
+                    cause: cause.clone(),
+                },
+                Some((customer(4), ResolvedMarker::Erased)),
+            ),
+            (
+                Change::Created {
+                    customer: customer(5),
+                    cause,
+                },
+                None,
+            ),
+        ];
+        for (change, expected) in cases {
+            let marker = ResolvedMarker::of_change(&change);
+            assert_eq!(marker, expected, "{change:?}");
+            if let Some((customer, marker)) = marker {
+                let record = marker.outgoing(customer, 0);
+                assert_eq!(record.key, Some(Bytes::from(customer.to_string())));
+                let back = ResolvedMarker::of_record(&record.headers, &record.value)
+                    .expect("marked")
+                    .expect("a marker");
+                assert_eq!(back, marker);
+            }
+        }
+        // A canonical frame carries no marker header.
+        assert!(ResolvedMarker::of_record(&[], b"\0\0\0\0\x01avro").is_none());
     }
 
     #[test]

@@ -25,7 +25,9 @@
 //! service, which reads it and waits on it for the decisions it appends.
 
 use crate::model::{Change, CustomerId, GraphError, IdentityGraph, Input, Rules};
-use crate::records::{InputRecord, change_customers, change_record, resolved_record};
+use crate::records::{
+    InputRecord, ResolvedMarker, change_customers, change_record, resolved_record,
+};
 use bytes::Bytes;
 use kinfold_core::ports::{
     EventLog, KvError, KvMutation, KvStore, LogError, LogRecord, OutgoingRecord, TopicPartition,
@@ -586,6 +588,10 @@ impl Folding {
         for (index, change) in changes.iter().enumerate() {
             // The same JSON goes to identity.changes and to each customer's rows.
             let outgoing = change_record(change, record.timestamp_millis);
+            if let Some((customer, marker)) = ResolvedMarker::of_change(change) {
+                self.resolved
+                    .push(marker.outgoing(customer, record.timestamp_millis));
+            }
             for customer in change_customers(change) {
                 self.change_rows
                     .entry(customer)

@@ -12,7 +12,7 @@ use kinfold_core::ports::{EventLog, GroupOptions, OutgoingRecord};
 use kinfold_core::stage::{Processor, StageConfig, StageReport, StageStatus, run_stage};
 use kinfold_core::time::FixedClock;
 use kinfold_identity::model::{Change, CustomerId, Input, Rules};
-use kinfold_identity::records::InputRecord;
+use kinfold_identity::records::{InputRecord, ResolvedMarker};
 use kinfold_identity::stage::{ForwardProcessor, IdentityTopics, ResolveProcessor};
 use kinfold_ingest::{IngestLimits, IngestWriter, Intake, Origin, Topics};
 use kinfold_schemas::{Catalog, SchemaRegistry};
@@ -163,6 +163,9 @@ async fn all(log: &dyn EventLog, topic: &str) -> Vec<kinfold_core::ports::LogRec
 async fn resolved(fixture: &Fixture) -> BTreeMap<EventId, CustomerId> {
     let mut customers = BTreeMap::new();
     for record in all(fixture.log.as_ref(), &fixture.topics.resolved).await {
+        if ResolvedMarker::of_record(&record.headers, &record.value).is_some() {
+            continue;
+        }
         let event =
             kinfold_schemas::codec::decode_framed_canonical(&record.value, &fixture.registry)
                 .expect("a canonical frame");
