@@ -8,8 +8,8 @@
 
 use kinfold_benches::generator::{Generator, GeneratorConfig};
 use kinfold_core::EventId;
-use kinfold_core::ports::{EventLog, GroupOptions, OutgoingRecord};
-use kinfold_core::stage::{Processor, StageConfig, StageReport, StageStatus, run_stage};
+use kinfold_core::ports::{EventLog, OutgoingRecord};
+use kinfold_core::stage::{Processor, StageReport};
 use kinfold_core::time::FixedClock;
 use kinfold_identity::model::{Change, CustomerId, Input, Rules};
 use kinfold_identity::records::{InputRecord, ResolvedMarker};
@@ -20,7 +20,6 @@ use kinfold_storage::EmbeddedDatabase;
 use kinfold_tests::shoppers::story;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 struct Fixture {
     log: Arc<dyn EventLog>,
@@ -88,48 +87,15 @@ async fn run_in_batches<P: Processor>(
     max_in_flight: usize,
     batch: usize,
 ) -> StageReport<P::Tally> {
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let mut options = GroupOptions::new(group, vec![topic.to_owned()]);
-    options.batch = batch;
-    let mut config = StageConfig::new(group);
-    config.max_in_flight = max_in_flight;
-    config.idle = Duration::from_millis(10);
-    config.commit_interval = Duration::from_millis(20);
-    let stage = tokio::spawn(run_stage(
+    kinfold_tests::run_stage_until_caught_up(
         fixture.log.clone(),
-        Arc::new(processor),
-        options,
-        config,
-        Arc::new(StageStatus::default()),
-        shutdown,
-    ));
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    'wait: loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{group} did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        for partition in 0..fixture.log.partitions(topic).await.expect("partitions") {
-            let (_, high) = fixture
-                .log
-                .watermarks(topic, partition)
-                .await
-                .expect("marks");
-            let committed = fixture
-                .log
-                .committed(group, topic, partition)
-                .await
-                .expect("committed")
-                .unwrap_or(0);
-            if committed < high {
-                continue 'wait;
-            }
-        }
-        break;
-    }
-    stop.send(true).expect("stop");
-    stage.await.expect("stage task").expect("stage ran")
+        processor,
+        group,
+        topic,
+        max_in_flight,
+        batch,
+    )
+    .await
 }
 
 /// Forwards every canonical record to `identity.inputs`, `batch` at a time, 8 batches at once.
@@ -163,7 +129,7 @@ async fn all(log: &dyn EventLog, topic: &str) -> Vec<kinfold_core::ports::LogRec
 async fn resolved(fixture: &Fixture) -> BTreeMap<EventId, CustomerId> {
     let mut customers = BTreeMap::new();
     for record in all(fixture.log.as_ref(), &fixture.topics.resolved).await {
-        if ResolvedMarker::of_record(&record.headers, &record.value).is_some() {
+        if ResolvedMarker::of_record(&record.value).is_some() {
             continue;
         }
         let event =

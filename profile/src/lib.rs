@@ -5,10 +5,13 @@
 //! - `fold`: the stored projection ([`fold::ProfileState`]) and the profile a reader gets
 //!   ([`fold::Profile`]), the same whatever order and however often the events arrived.
 //! - `rules`: RFM thresholds and the lifetime value's horizon.
+//! - `stage`: the stage over `events.resolved`, journals and profiles in the key-value store,
+//!   merges and splits followed from the markers identity puts there.
 
 pub mod fold;
 pub mod journal;
 pub mod rules;
+pub mod stage;
 
 pub use fold::{Profile, ProfileState, add_and_fold, fold};
 pub use journal::{Added, Journal, JournalKey, journal_key};

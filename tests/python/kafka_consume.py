@@ -4,7 +4,7 @@ decodes every record with Confluent's AvroDeserializer through Kinfold's /regist
 Usage: kafka_consume.py BOOTSTRAP REGISTRY_URL TOPIC EXPECTED_COUNT [TIMEOUT_SECS]
 Prints JSON: the decoded records' event ids (or dead-letter ids), types (or reason codes), and
 where they came from (a canonical event's origin; a dead letter's source topic, partition and
-offset); a record marked `kinfold-record: marker` (in events.resolved) as its JSON marker.
+offset); a marker of events.resolved (JSON, where a frame starts with the magic byte 0) as itself.
 """
 import json
 import sys
@@ -33,9 +33,8 @@ while len(records) < expected and time.time() < deadline:
     message = consumer.poll(0.5)
     if message is None or message.error():
         continue
-    headers = dict(message.headers() or [])
-    if headers.get("kinfold-record") == b"marker":
-        # A customer's marker (absorbed, event moved away, erased) as JSON, not Avro.
+    if message.value()[:1] == b"{":
+        # A customer's marker in events.resolved (absorbed, event moved away, erased) as JSON.
         marker = json.loads(message.value())
         records.append({"marker": marker, "key": message.key().decode()})
         continue

@@ -375,6 +375,57 @@ pub async fn total_records(log: &dyn kinfold_core::ports::EventLog, topic: &str)
     total
 }
 
+/// Runs `processor` as a stage over `topic` (group `group`, `batch` records at a time,
+/// `max_in_flight` batches at once) until the group has committed every partition's end, then
+/// stops it and returns its report.
+pub async fn run_stage_until_caught_up<P: kinfold_core::stage::Processor>(
+    log: std::sync::Arc<dyn kinfold_core::ports::EventLog>,
+    processor: P,
+    group: &str,
+    topic: &str,
+    max_in_flight: usize,
+    batch: usize,
+) -> kinfold_core::stage::StageReport<P::Tally> {
+    use kinfold_core::stage::{StageConfig, StageStatus, run_stage};
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut options = kinfold_core::ports::GroupOptions::new(group, vec![topic.to_owned()]);
+    options.batch = batch;
+    let mut config = StageConfig::new(group);
+    config.max_in_flight = max_in_flight;
+    config.idle = Duration::from_millis(10);
+    config.commit_interval = Duration::from_millis(20);
+    let stage = tokio::spawn(run_stage(
+        log.clone(),
+        std::sync::Arc::new(processor),
+        options,
+        config,
+        std::sync::Arc::new(StageStatus::default()),
+        shutdown,
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    'wait: loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{group} did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for partition in 0..log.partitions(topic).await.expect("partitions") {
+            let (_, high) = log.watermarks(topic, partition).await.expect("marks");
+            let committed = log
+                .committed(group, topic, partition)
+                .await
+                .expect("committed")
+                .unwrap_or(0);
+            if committed < high {
+                continue 'wait;
+            }
+        }
+        break;
+    }
+    stop.send(true).expect("stop");
+    stage.await.expect("stage task").expect("stage ran")
+}
+
 /// Events of a member and a WeChat shopper, as JSON for `POST /v1/events` or the intake: the
 /// identity tests' material.
 pub mod shoppers {

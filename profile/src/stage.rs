@@ -1,0 +1,458 @@
+//! The profile stage: reads `events.resolved`, keeps each customer's journal and profile in
+//! the key-value store, and follows merges, splits and erasures (see `docs/profile.md`).
+//!
+//! One partition of the [`PROFILES_TABLE`] per customer (its id as text) holds, in one atomic
+//! write per batch:
+//! - `j` + event time + event id: the journal, each event's canonical frame as
+//!   `events.resolved` carried it;
+//! - `s`: the folded [`ProfileState`], as JSON;
+//! - `p` + source partition: the next offset of that `events.resolved` partition the customer
+//!   has taken in, so that a batch replayed after a crash changes nothing (the positions are
+//!   stored with the data they account for);
+//! - `r`: the customer it was merged into, once absorbed; `e`: erased.
+//!
+//! A merge's marker makes the absorbed customer's events go to the survivor: they are appended
+//! to `events.resolved` under the survivor's key (and folded by whoever owns that partition)
+//! before the absorbed customer's rows are dropped. An event that left a customer (a split) is
+//! removed from its journal and appended under its new customer. Appends come first and the
+//! journal is idempotent on event id, so a crash in between repeats them harmlessly.
+
+use crate::fold::{ProfileState, add_and_fold, fold};
+use crate::journal::{Added, Journal, journal_key};
+use bytes::Bytes;
+use kinfold_core::ports::{
+    EventLog, KvError, KvMutation, KvStore, LogError, LogRecord, OutgoingRecord, TopicPartition,
+};
+use kinfold_core::stage::Processor;
+use kinfold_core::time::TimestampMicros;
+use kinfold_core::{CanonicalEvent, EventId};
+use kinfold_identity::model::CustomerId;
+use kinfold_identity::records::{ResolvedMarker, resolved_record};
+use kinfold_schemas::SchemaRegistry;
+use kinfold_schemas::codec::decode_framed_canonical;
+use std::collections::BTreeMap;
+use std::ops::AddAssign;
+use std::sync::Arc;
+
+/// The key-value table of customers' journals and profiles.
+pub const PROFILES_TABLE: &str = "profiles";
+
+const JOURNAL: u8 = b'j';
+const STATE: &[u8] = b"s";
+const POSITION: u8 = b'p';
+const REDIRECT: &[u8] = b"r";
+const ERASED: &[u8] = b"e";
+
+/// A journal row's clustering key: `j`, the event time (sign bit flipped, big-endian, so that
+/// byte order is time order), the event id.
+pub fn journal_row_key(event_time: TimestampMicros, event_id: &EventId) -> Bytes {
+    let mut key = Vec::with_capacity(25);
+    key.push(JOURNAL);
+    key.extend_from_slice(&((event_time as u64) ^ (1 << 63)).to_be_bytes());
+    key.extend_from_slice(event_id.as_bytes());
+    Bytes::from(key)
+}
+
+fn position_key(partition: u32) -> Bytes {
+    let mut key = vec![POSITION];
+    key.extend_from_slice(&partition.to_be_bytes());
+    Bytes::from(key)
+}
+
+/// What the stage counted.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProfileTally {
+    /// Events added to a journal.
+    pub folded: u64,
+    /// Of those, events that came before one already there (the journal folded again).
+    pub late: u64,
+    /// Events a journal already held.
+    pub duplicates: u64,
+    /// Records taken in before (a batch replayed).
+    pub replayed: u64,
+    /// Events appended under another customer (merges, splits, absorbed customers' late ones).
+    pub transferred: u64,
+    pub markers: u64,
+    /// Records that could not be read (no customer key, not a frame, not a marker).
+    pub unreadable: u64,
+}
+
+impl AddAssign for ProfileTally {
+    fn add_assign(&mut self, other: Self) {
+        self.folded += other.folded;
+        self.late += other.late;
+        self.duplicates += other.duplicates;
+        self.replayed += other.replayed;
+        self.transferred += other.transferred;
+        self.markers += other.markers;
+        self.unreadable += other.unreadable;
+    }
+}
+
+/// Why a batch could not be finished (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("event log: {0}")]
+    Log(#[from] LogError),
+    #[error("key-value store: {0}")]
+    Kv(#[from] KvError),
+    #[error("stored profile of {customer} is unreadable: {reason}")]
+    Corrupt { customer: String, reason: String },
+}
+
+/// A customer's rows, as loaded.
+#[derive(Debug, Default)]
+pub struct StoredCustomer {
+    pub journal: Journal,
+    /// The journal's frames, by event id (what transfers append).
+    pub frames: BTreeMap<EventId, Bytes>,
+    pub state: ProfileState,
+    pub positions: BTreeMap<u32, u64>,
+    pub redirect: Option<CustomerId>,
+    pub erased: bool,
+}
+
+/// Reads every row of `customer` from `kv`.
+pub async fn load_customer(
+    kv: &dyn KvStore,
+    registry: &SchemaRegistry,
+    customer: &str,
+) -> Result<StoredCustomer, ProfileError> {
+    let corrupt = |reason: String| ProfileError::Corrupt {
+        customer: customer.to_owned(),
+        reason,
+    };
+    let mut stored = StoredCustomer::default();
+    let mut from = Vec::new();
+    let mut state = None;
+    loop {
+        let rows = kv
+            .scan_partition(PROFILES_TABLE, customer.as_bytes(), &from, 1_000)
+            .await?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        from = last.clustering_key.to_vec();
+        from.push(0);
+        let more = rows.len() == 1_000;
+        for row in rows {
+            let key = row.clustering_key.as_ref();
+            match key.first() {
+                Some(&JOURNAL) => {
+                    let event = decode_framed_canonical(&row.value, registry)
+                        .map_err(|error| corrupt(format!("journal row: {error}")))?;
+                    stored.frames.insert(event.event_id, row.value.clone());
+                    stored.journal.add(event);
+                }
+                Some(&POSITION) if key.len() == 5 => {
+                    let partition = u32::from_be_bytes(key[1..5].try_into().expect("4 bytes"));
+                    let offset = u64::from_be_bytes(
+                        row.value
+                            .as_ref()
+                            .try_into()
+                            .map_err(|_| corrupt("position row".into()))?,
+                    );
+                    stored.positions.insert(partition, offset);
+                }
+                _ if key == STATE => state = Some(row.value),
+                _ if key == REDIRECT => {
+                    let text = std::str::from_utf8(&row.value)
+                        .map_err(|_| corrupt("redirect row".into()))?;
+                    stored.redirect = Some(CustomerId(
+                        text.parse().map_err(|_| corrupt("redirect row".into()))?,
+                    ));
+                }
+                _ if key == ERASED => stored.erased = true,
+                _ => return Err(corrupt(format!("unknown row {key:?}"))),
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    stored.state = match state {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|error| corrupt(format!("state row: {error}")))?,
+        None => fold(stored.journal.events()),
+    };
+    Ok(stored)
+}
+
+/// Batches the stage may have in flight: one. A batch reads each customer's rows, folds and
+/// writes them back, so two batches of a partition at once would lose one's writes, and one
+/// finishing before the one before it would make the earlier one's records look taken in.
+pub const MAX_IN_FLIGHT: usize = 1;
+
+/// The profile stage's processor (run it with [`MAX_IN_FLIGHT`]).
+pub struct ProfileProcessor {
+    log: Arc<dyn EventLog>,
+    kv: Arc<dyn KvStore>,
+    registry: Arc<SchemaRegistry>,
+    /// `events.resolved`.
+    topic: String,
+}
+
+impl std::fmt::Debug for ProfileProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfileProcessor")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One customer's work in a batch.
+struct Work {
+    stored: StoredCustomer,
+    mutations: Vec<KvMutation>,
+    touched_state: bool,
+    /// The next offset of the batch's partition taken in.
+    next: Option<u64>,
+}
+
+impl ProfileProcessor {
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        kv: Arc<dyn KvStore>,
+        registry: Arc<SchemaRegistry>,
+        topic: impl Into<String>,
+    ) -> Self {
+        Self {
+            log,
+            kv,
+            registry,
+            topic: topic.into(),
+        }
+    }
+
+    /// The record that gives an event of `from` to `to`.
+    fn transfer(
+        frame: &Bytes,
+        from: &str,
+        to: CustomerId,
+        timestamp_millis: i64,
+    ) -> OutgoingRecord {
+        tracing::debug!(from, %to, "event transferred");
+        resolved_record(frame, to, timestamp_millis)
+    }
+
+    /// Takes `record` in for `customer`.
+    fn take(
+        &self,
+        customer: &str,
+        work: &mut Work,
+        record: &LogRecord,
+        transfers: &mut Vec<OutgoingRecord>,
+        tally: &mut ProfileTally,
+    ) {
+        let stored = &mut work.stored;
+        match ResolvedMarker::of_record(&record.value) {
+            Some(Ok(marker)) => {
+                tally.markers += 1;
+                match marker {
+                    ResolvedMarker::Absorbed { into } => {
+                        for frame in stored.frames.values() {
+                            transfers.push(Self::transfer(
+                                frame,
+                                customer,
+                                into,
+                                record.timestamp_millis,
+                            ));
+                            tally.transferred += 1;
+                        }
+                        self.clear(work);
+                        work.mutations.push(KvMutation::Put {
+                            clustering_key: Bytes::from_static(REDIRECT),
+                            value: Bytes::from(into.to_string()),
+                        });
+                        work.stored.redirect = Some(into);
+                    }
+                    ResolvedMarker::MovedAway { event_id, to } => {
+                        if let Some(event) = stored.journal.remove(&event_id) {
+                            let frame = stored.frames.remove(&event_id);
+                            work.mutations.push(KvMutation::Delete {
+                                clustering_key: journal_row_key(event.event_time, &event.event_id),
+                            });
+                            if let (Some(to), Some(frame)) = (to, frame) {
+                                transfers.push(Self::transfer(
+                                    &frame,
+                                    customer,
+                                    to,
+                                    record.timestamp_millis,
+                                ));
+                                tally.transferred += 1;
+                            }
+                            stored.state = fold(stored.journal.events());
+                            work.touched_state = true;
+                        }
+                    }
+                    ResolvedMarker::Erased => {
+                        self.clear(work);
+                        work.mutations.push(KvMutation::Put {
+                            clustering_key: Bytes::from_static(ERASED),
+                            value: Bytes::new(),
+                        });
+                        work.stored.erased = true;
+                    }
+                    ResolvedMarker::Restored => {
+                        if stored.redirect.take().is_some() {
+                            work.mutations.push(KvMutation::Delete {
+                                clustering_key: Bytes::from_static(REDIRECT),
+                            });
+                        }
+                    }
+                }
+            }
+            Some(Err(error)) => {
+                tracing::error!(offset = record.offset, %error, "unreadable marker in events.resolved; skipped");
+                tally.unreadable += 1;
+            }
+            None => match decode_framed_canonical(&record.value, &self.registry) {
+                Ok(event) => {
+                    if let Some(into) = stored.redirect {
+                        // Absorbed: the event belongs with the customer it went into.
+                        transfers.push(Self::transfer(
+                            &record.value,
+                            customer,
+                            into,
+                            record.timestamp_millis,
+                        ));
+                        tally.transferred += 1;
+                    } else if stored.erased {
+                        // Erased: nothing of the customer is kept.
+                    } else {
+                        self.fold_event(work, event, record.value.clone(), tally);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(offset = record.offset, %error, "events.resolved record is not a canonical frame; skipped");
+                    tally.unreadable += 1;
+                }
+            },
+        }
+    }
+
+    fn fold_event(
+        &self,
+        work: &mut Work,
+        event: CanonicalEvent,
+        frame: Bytes,
+        tally: &mut ProfileTally,
+    ) {
+        let stored = &mut work.stored;
+        let (time, id) = journal_key(&event);
+        match add_and_fold(&mut stored.journal, &mut stored.state, event) {
+            Added::Duplicate => tally.duplicates += 1,
+            added => {
+                tally.folded += 1;
+                tally.late += u64::from(added == Added::Late);
+                work.mutations.push(KvMutation::Put {
+                    clustering_key: journal_row_key(time, &id),
+                    value: frame.clone(),
+                });
+                stored.frames.insert(id, frame);
+                work.touched_state = true;
+            }
+        }
+    }
+
+    /// Drops the customer's journal and profile.
+    fn clear(&self, work: &mut Work) {
+        let stored = &mut work.stored;
+        for event in stored.journal.events() {
+            work.mutations.push(KvMutation::Delete {
+                clustering_key: journal_row_key(event.event_time, &event.event_id),
+            });
+        }
+        work.mutations.push(KvMutation::Delete {
+            clustering_key: Bytes::from_static(STATE),
+        });
+        stored.journal = Journal::new();
+        stored.frames.clear();
+        stored.state = ProfileState::default();
+        work.touched_state = false;
+    }
+}
+
+impl Processor for ProfileProcessor {
+    type Tally = ProfileTally;
+    type Error = ProfileError;
+
+    async fn process(
+        &self,
+        partition: &TopicPartition,
+        records: &[LogRecord],
+    ) -> Result<ProfileTally, ProfileError> {
+        let mut tally = ProfileTally::default();
+        // Each customer's records, in offset order.
+        let mut by_customer: BTreeMap<String, Vec<&LogRecord>> = BTreeMap::new();
+        for record in records {
+            match record
+                .key
+                .as_ref()
+                .and_then(|key| std::str::from_utf8(key).ok())
+            {
+                Some(customer) => by_customer
+                    .entry(customer.to_owned())
+                    .or_default()
+                    .push(record),
+                None => {
+                    tracing::error!(
+                        offset = record.offset,
+                        "events.resolved record without a customer key; skipped"
+                    );
+                    tally.unreadable += 1;
+                }
+            }
+        }
+        let mut works = Vec::with_capacity(by_customer.len());
+        let mut transfers = Vec::new();
+        for (customer, records) in by_customer {
+            let stored = load_customer(self.kv.as_ref(), &self.registry, &customer).await?;
+            let taken = stored
+                .positions
+                .get(&partition.partition)
+                .copied()
+                .unwrap_or(0);
+            let mut work = Work {
+                stored,
+                mutations: Vec::new(),
+                touched_state: false,
+                next: None,
+            };
+            for record in records {
+                if record.offset < taken {
+                    tally.replayed += 1;
+                    continue;
+                }
+                self.take(&customer, &mut work, record, &mut transfers, &mut tally);
+                work.next = Some(record.offset + 1);
+            }
+            works.push((customer, work));
+        }
+        // Events that go to other customers are durable before the rows that let them go.
+        if !transfers.is_empty() {
+            self.log.append(&self.topic, transfers).await?;
+        }
+        for (customer, mut work) in works {
+            let Some(next) = work.next else {
+                continue;
+            };
+            if work.touched_state {
+                work.mutations.push(KvMutation::Put {
+                    clustering_key: Bytes::from_static(STATE),
+                    value: Bytes::from(
+                        serde_json::to_vec(&work.stored.state).expect("a state serialises"),
+                    ),
+                });
+            }
+            work.mutations.push(KvMutation::Put {
+                clustering_key: position_key(partition.partition),
+                value: Bytes::copy_from_slice(&next.to_be_bytes()),
+            });
+            self.kv
+                .apply(PROFILES_TABLE, customer.as_bytes(), work.mutations, true)
+                .await?;
+        }
+        Ok(tally)
+    }
+}

@@ -1,0 +1,261 @@
+//! The profile stage on the embedded log and key-value store: customers' journals and profiles
+//! from `events.resolved`, duplicates and late events, a merge and then a split, an erasure,
+//! and a second run over the whole topic that changes nothing.
+
+mod common;
+
+use bytes::Bytes;
+use common::events;
+use kinfold_core::ports::{EventLog, KvStore, OutgoingRecord};
+use kinfold_core::{CanonicalEvent, EventId};
+use kinfold_identity::model::CustomerId;
+use kinfold_identity::records::{ResolvedMarker, resolved_record};
+use kinfold_profile::stage::{MAX_IN_FLIGHT, ProfileProcessor, ProfileTally, load_customer};
+use kinfold_profile::{ProfileState, fold};
+use kinfold_schemas::catalog::CANONICAL_SUBJECT;
+use kinfold_schemas::codec::Codecs;
+use kinfold_schemas::wire::frame;
+use kinfold_schemas::{Catalog, SchemaRegistry};
+use kinfold_storage::EmbeddedDatabase;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+const TOPIC: &str = "events.resolved";
+
+struct Fixture {
+    log: Arc<dyn EventLog>,
+    kv: Arc<dyn KvStore>,
+    registry: Arc<SchemaRegistry>,
+    schema_id: u32,
+    codecs: Codecs,
+}
+
+impl Fixture {
+    async fn new(database: &EmbeddedDatabase) -> Self {
+        let log: Arc<dyn EventLog> = Arc::new(database.log());
+        let kv: Arc<dyn KvStore> = Arc::new(database.kv());
+        let registry = Arc::new(SchemaRegistry::open(kv.clone()).await.expect("registry"));
+        registry
+            .register_catalog(&Catalog::embedded())
+            .await
+            .expect("catalog");
+        let catalog = Catalog::embedded();
+        let current = catalog
+            .subject(CANONICAL_SUBJECT)
+            .expect("canonical subject")
+            .current();
+        let schema_id = registry
+            .id_of(CANONICAL_SUBJECT, current)
+            .expect("canonical schema");
+        log.ensure_topic(TOPIC, 4).await.expect("topic");
+        Self {
+            log,
+            kv,
+            registry,
+            schema_id,
+            codecs: Codecs::new(),
+        }
+    }
+
+    fn frame(&self, event: &CanonicalEvent) -> Bytes {
+        Bytes::from(frame(
+            self.schema_id,
+            &self.codecs.encode_canonical(event).expect("encodes"),
+        ))
+    }
+
+    async fn append(&self, records: Vec<OutgoingRecord>) {
+        self.log.append(TOPIC, records).await.expect("append");
+    }
+
+    async fn send(&self, customer: CustomerId, events: &[CanonicalEvent]) {
+        let records = events
+            .iter()
+            .map(|event| resolved_record(&self.frame(event), customer, 0))
+            .collect();
+        self.append(records).await;
+    }
+
+    async fn mark(&self, customer: CustomerId, markers: &[ResolvedMarker]) {
+        let records = markers
+            .iter()
+            .map(|marker| marker.outgoing(customer, 0))
+            .collect();
+        self.append(records).await;
+    }
+
+    /// Runs the stage (group `group`) until it has taken in everything, transfers included.
+    async fn run(&self, group: &str) -> ProfileTally {
+        let processor = ProfileProcessor::new(
+            self.log.clone(),
+            self.kv.clone(),
+            self.registry.clone(),
+            TOPIC,
+        );
+        kinfold_tests::run_stage_until_caught_up(
+            self.log.clone(),
+            processor,
+            group,
+            TOPIC,
+            MAX_IN_FLIGHT,
+            7,
+        )
+        .await
+        .tally
+    }
+
+    async fn state(&self, customer: CustomerId) -> kinfold_profile::stage::StoredCustomer {
+        load_customer(self.kv.as_ref(), &self.registry, &customer.to_string())
+            .await
+            .expect("loads")
+    }
+}
+
+/// The events, each id once, as the journal orders them.
+fn sorted(events: impl IntoIterator<Item = CanonicalEvent>) -> Vec<CanonicalEvent> {
+    let mut seen = HashSet::new();
+    let mut events: Vec<CanonicalEvent> = events
+        .into_iter()
+        .filter(|event| seen.insert(event.event_id))
+        .collect();
+    events.sort_by_key(|event| (event.event_time, event.event_id));
+    events
+}
+
+/// Simple figures of `events`, worked out here: how many, till sales, till net spend in CNY.
+fn figures(events: &[CanonicalEvent]) -> (u64, u64, i64) {
+    use kinfold_core::event::{EventBody, PosTransactionKind};
+    let mut sales = 0;
+    let mut net = 0;
+    for event in events {
+        if let EventBody::PosTransaction(t) = &event.body {
+            let sign = match t.kind {
+                PosTransactionKind::Sale => {
+                    sales += 1;
+                    1
+                }
+                PosTransactionKind::Return => -1,
+            };
+            if t.currency == "CNY" {
+                net += sign * t.total_minor;
+            }
+        }
+    }
+    (events.len() as u64, sales, net)
+}
+
+fn state_figures(state: &ProfileState) -> (u64, u64, i64) {
+    (
+        state.events,
+        state.pos.orders,
+        state
+            .pos
+            .money
+            .get("CNY")
+            .map_or(0, |spend| spend.net_minor()),
+    )
+}
+
+/// Two customers' events with distinct ids (the generator draws ids at random).
+fn two_customers(seed: u64) -> (Vec<CanonicalEvent>, Vec<CanonicalEvent>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    loop {
+        let a = events(&mut rng);
+        let b = events(&mut rng);
+        let ids: HashSet<EventId> = a.iter().map(|event| event.event_id).collect();
+        if a.len() >= 5 && b.len() >= 5 && b.iter().all(|event| !ids.contains(&event.event_id)) {
+            return (a, b);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journals_follow_duplicates_late_events_merges_splits_and_erasure() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let database = EmbeddedDatabase::open(directory.path()).expect("database");
+    let fixture = Fixture::new(&database).await;
+    let a = CustomerId(uuid::Uuid::from_u128(0xa));
+    let b = CustomerId(uuid::Uuid::from_u128(0xb));
+    let (a_events, b_events) = two_customers(7);
+
+    // Each customer's events, latest first (every one after the first is late), then the
+    // first three again.
+    let mut a_sent: Vec<CanonicalEvent> = sorted(a_events.clone()).into_iter().rev().collect();
+    a_sent.extend(a_events.iter().take(3).cloned());
+    fixture.send(a, &a_sent).await;
+    fixture.send(b, &b_events).await;
+    let tally = fixture.run("profile").await;
+    assert_eq!(tally.duplicates, 3, "{tally:?}");
+    assert!(tally.late > 0, "{tally:?}");
+
+    let a_before = fixture.state(a).await;
+    let b_before = fixture.state(b).await;
+    for (stored, events) in [(&a_before, &a_events), (&b_before, &b_events)] {
+        let expected = sorted(events.clone());
+        assert_eq!(state_figures(&stored.state), figures(&expected));
+        assert_eq!(stored.state, fold(expected.iter()));
+    }
+
+    // A merge: B is absorbed into A; its events go to A.
+    fixture
+        .mark(b, &[ResolvedMarker::Absorbed { into: a }])
+        .await;
+    let tally = fixture.run("profile").await;
+    assert_eq!(tally.transferred, b_events.len() as u64, "{tally:?}");
+    let merged = fixture.state(a).await;
+    let both = sorted(a_events.iter().chain(&b_events).cloned());
+    assert_eq!(state_figures(&merged.state), figures(&both));
+    assert_eq!(merged.state, fold(both.iter()));
+    let absorbed = fixture.state(b).await;
+    assert_eq!(absorbed.redirect, Some(a));
+    assert!(absorbed.journal.is_empty());
+
+    // A late event of B's, sent under B after the merge, goes on to A.
+    let mut straggler = b_events[0].clone();
+    straggler.event_id = EventId(uuid::Uuid::from_u128(u128::MAX - 1));
+    fixture.send(b, std::slice::from_ref(&straggler)).await;
+    fixture.run("profile").await;
+    assert!(fixture.state(a).await.journal.contains(&straggler.event_id));
+
+    // The split: B is restored, and each of its events leaves A for B.
+    let mut moves = vec![];
+    for event in b_events.iter().chain([&straggler]) {
+        moves.push(ResolvedMarker::MovedAway {
+            event_id: event.event_id,
+            to: Some(b),
+        });
+    }
+    fixture.mark(b, &[ResolvedMarker::Restored]).await;
+    fixture.mark(a, &moves).await;
+    fixture.run("profile").await;
+    let a_after = fixture.state(a).await;
+    let b_after = fixture.state(b).await;
+    assert_eq!(
+        a_after.state, a_before.state,
+        "A is what it was before the merge"
+    );
+    let b_expected = sorted(b_events.iter().chain([&straggler]).cloned());
+    assert_eq!(b_after.state, fold(b_expected.iter()));
+    assert_eq!(b_after.redirect, None);
+
+    // A second group reading the whole topic again takes nothing in twice.
+    let states: BTreeMap<_, _> = [(a, a_after.state.clone()), (b, b_after.state.clone())].into();
+    let again = fixture.run("profile-again").await;
+    assert_eq!(again.folded, 0, "{again:?}");
+    assert_eq!(again.transferred, 0, "{again:?}");
+    assert!(again.replayed > 0, "{again:?}");
+    for (customer, state) in states {
+        assert_eq!(fixture.state(customer).await.state, state);
+    }
+
+    // Erasure: nothing of A is kept, and later events of A are not folded.
+    fixture.mark(a, &[ResolvedMarker::Erased]).await;
+    fixture.send(a, &a_events[..1]).await;
+    fixture.run("profile").await;
+    let erased = fixture.state(a).await;
+    assert!(erased.erased);
+    assert!(erased.journal.is_empty());
+    assert_eq!(erased.state, ProfileState::default());
+}
