@@ -63,6 +63,11 @@ impl IdentityService {
         }
     }
 
+    /// The customer that holds `identifier` now, or says why the graph cannot be read here.
+    pub async fn holder_of(&self, identifier: &Identifier) -> Result<Option<CustomerId>, Status> {
+        self.read(|graph| graph.holder(identifier)).await
+    }
+
     /// The tonic service, for a `tonic::transport::Server`.
     pub fn into_server(self) -> pb::identity_service_server::IdentityServiceServer<Self> {
         pb::identity_service_server::IdentityServiceServer::new(self)
@@ -139,16 +144,17 @@ fn now_millis() -> i64 {
         .unwrap_or_default()
 }
 
-/// Field violations gathered while checking a request.
-#[derive(Default)]
-struct Violations(ErrorDetails);
+/// Field violations gathered while checking a request (every Kinfold service checks its
+/// requests with these).
+#[derive(Debug, Default)]
+pub struct Violations(ErrorDetails);
 
 impl Violations {
-    fn add(&mut self, field: &str, description: impl Into<String>) {
+    pub fn add(&mut self, field: &str, description: impl Into<String>) {
         self.0.add_bad_request_violation(field, description);
     }
 
-    fn customer_id(&mut self, field: &str, value: &str) -> Option<CustomerId> {
+    pub fn customer_id(&mut self, field: &str, value: &str) -> Option<CustomerId> {
         if value.is_empty() {
             self.add(field, "required");
             return None;
@@ -170,14 +176,14 @@ impl Violations {
         }
     }
 
-    fn page_size(&mut self, field: &str, value: u32) -> usize {
+    pub fn page_size(&mut self, field: &str, value: u32) -> usize {
         if value > MAX_PAGE_SIZE {
             self.add(field, format!("at most {MAX_PAGE_SIZE}"));
         }
         (if value == 0 { DEFAULT_PAGE_SIZE } else { value }).min(MAX_PAGE_SIZE) as usize
     }
 
-    fn identifier(&mut self, field: &str, value: &pb::Identifier) -> Option<Identifier> {
+    pub fn identifier(&mut self, field: &str, value: &pb::Identifier) -> Option<Identifier> {
         let kind = match value.kind.parse::<IdentifierKind>() {
             Ok(kind) => kind,
             Err(error) => {
@@ -195,7 +201,7 @@ impl Violations {
     }
 
     /// `Ok` when nothing was violated, else INVALID_ARGUMENT with every violation.
-    fn check(self) -> Result<(), Status> {
+    pub fn check(self) -> Result<(), Status> {
         if self.0.has_bad_request_violations() {
             Err(self.into_status())
         } else {
@@ -203,7 +209,7 @@ impl Violations {
         }
     }
 
-    fn into_status(self) -> Status {
+    pub fn into_status(self) -> Status {
         Status::with_error_details(
             Code::InvalidArgument,
             "invalid request; see the field violations",
@@ -236,7 +242,7 @@ fn graph_status(error: &GraphError) -> Status {
     }
 }
 
-fn invalid_page_token() -> Status {
+pub fn invalid_page_token() -> Status {
     Status::with_error_details(
         Code::InvalidArgument,
         "invalid page token",
@@ -266,7 +272,7 @@ fn changes_page_token(token: &str) -> Result<Bytes, Status> {
     Ok(change_key(offset, index))
 }
 
-fn identifier_proto(identifier: &Identifier) -> pb::Identifier {
+pub fn identifier_proto(identifier: &Identifier) -> pb::Identifier {
     pb::Identifier {
         kind: identifier.kind.as_str().to_owned(),
         issuer: identifier.issuer.clone(),

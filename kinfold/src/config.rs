@@ -27,6 +27,16 @@ pub struct Config {
     pub serve: ServeConfig,
     #[serde(default)]
     pub identity: IdentityConfig,
+    #[serde(default)]
+    pub profile: ProfileConfig,
+}
+
+/// Profiles.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// A rule file (TOML, like `profile/rules.default.toml`); empty: the compiled-in rules.
+    pub rules: String,
 }
 
 /// Identity resolution.
@@ -49,12 +59,12 @@ pub struct RegistryConfig {
 }
 
 /// The stages a process runs.
-pub const STAGES: &[&str] = &["ingest", "identity"];
+pub const STAGES: &[&str] = &["ingest", "identity", "profile"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
-    /// Stages this process runs: any of `ingest`, `identity` (more arrive with later stages),
+    /// Stages this process runs: any of `ingest`, `identity`, `profile` (more arrive with later stages),
     /// or `all`, or none (`[]`): then the process serves HTTP only.
     pub stages: Vec<String>,
 }

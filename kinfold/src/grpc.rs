@@ -6,7 +6,9 @@
 //! 60 s unless the client sets a shorter deadline.
 
 use kinfold_identity::service::IdentityService;
+use kinfold_profile::service::ProfileService;
 use kinfold_proto::v1::identity_service_server::IdentityServiceServer;
+use kinfold_proto::v1::profile_service_server::ProfileServiceServer;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -24,6 +26,21 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Services {
     /// Present when this process runs the identity stage.
     pub identity: Option<IdentityService>,
+    /// Present when this process runs the profile stage.
+    pub profile: Option<ProfileService>,
+}
+
+/// The connections `listener` accepts, with Nagle's algorithm off: an answer larger than a
+/// segment would otherwise wait for the client's delayed acknowledgement (40 ms a call).
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 /// Serves `services` on `listener` until `shutdown`, then lets calls in flight finish.
@@ -51,13 +68,25 @@ pub async fn run(
             .set_serving::<IdentityServiceServer<IdentityService>>()
             .await;
     }
+    let profile = services.profile.map(|service| {
+        service
+            .into_server()
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    });
+    if profile.is_some() {
+        health
+            .set_serving::<ProfileServiceServer<ProfileService>>()
+            .await;
+    }
     tonic::transport::Server::builder()
         .timeout(CALL_TIMEOUT)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_optional_service(identity)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_optional_service(profile)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
 }

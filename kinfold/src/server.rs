@@ -7,10 +7,14 @@ use crate::http::{self, HttpState};
 use anyhow::Context;
 use kinfold_core::ports::{EventLog, GroupOptions};
 use kinfold_core::stage::{Processor, StageConfig, StageStatus, run_stage};
+use kinfold_core::time::SystemClock;
 use kinfold_identity::model::Rules;
 use kinfold_identity::service::IdentityService;
 use kinfold_identity::stage::{ForwardProcessor, IdentityTopics, ResolveProcessor};
 use kinfold_ingest::stage::IngestProcessor;
+use kinfold_profile::ProfileRules;
+use kinfold_profile::service::ProfileService;
+use kinfold_profile::stage::ProfileProcessor;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,6 +189,50 @@ async fn start_identity(
     Ok((vec![forward, resolve], service))
 }
 
+/// The profile rules at `path`, or the compiled-in ones for an empty path.
+fn profile_rules(path: &str) -> anyhow::Result<ProfileRules> {
+    if path.is_empty() {
+        return Ok(ProfileRules::default_rules());
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the profile rule file {path}"))?;
+    ProfileRules::from_toml(&text)
+        .with_context(|| format!("{path} is not a valid profile rule file"))
+}
+
+/// The profile stage's consumer group.
+const PROFILE_GROUP: &str = "kinfold-profile";
+
+/// Starts the profile stage over `events.resolved`.
+async fn start_profile(
+    app: &App,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(RunningStage, tokio::task::JoinHandle<()>)> {
+    let topics = IdentityTopics::default();
+    // The topic is identity's; made here too, so that the stage may run on its own.
+    app.backends
+        .log
+        .ensure_topic(&topics.resolved, topics.resolved_partitions)
+        .await
+        .context("events.resolved")?;
+    let mut config = StageConfig::new("profile");
+    config.max_in_flight = kinfold_profile::stage::MAX_IN_FLIGHT;
+    let processor = Arc::new(ProfileProcessor::new(
+        app.backends.log.clone(),
+        app.backends.kv.clone(),
+        app.registry.clone(),
+        topics.resolved.clone(),
+    ));
+    Ok(supervise(
+        "profile",
+        app.backends.log.clone(),
+        processor,
+        GroupOptions::new(PROFILE_GROUP, vec![topics.resolved]),
+        config,
+        shutdown,
+    ))
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn signal() {
     let interrupt = tokio::signal::ctrl_c();
@@ -239,10 +287,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         services.identity = Some(service);
     }
+    if app.config.serve.runs("profile")? {
+        let (stage, task) = start_profile(&app, shutdown_signal.clone()).await?;
+        stages.push(stage);
+        stage_tasks.push(task);
+        services.profile = Some(ProfileService::new(
+            app.backends.kv.clone(),
+            app.registry.clone(),
+            profile_rules(&app.config.profile.rules)?,
+            services.identity.clone(),
+            Arc::new(SystemClock),
+        ));
+    }
     let grpc_services: Vec<&str> = services
         .identity
         .iter()
         .map(|_| "kinfold.v1.IdentityService")
+        .chain(services.profile.iter().map(|_| "kinfold.v1.ProfileService"))
         .collect();
     let grpc_task = tokio::spawn(grpc::run(grpc_listener, services, {
         let mut shutdown = shutdown_signal.clone();

@@ -4,28 +4,11 @@
 use kinfold_tests::{dump_log, run_python_json, shared_data};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::process::Command;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_kinfold");
 
 fn import(csv: &std::path::Path, data_dir: &std::path::Path, report: &std::path::Path) -> Value {
-    let output = Command::new(BINARY)
-        .args(["import", "online-retail"])
-        .arg(csv)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--report")
-        .arg(report)
-        .arg("--json")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("runs kinfold import");
-    assert!(
-        output.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("import prints a json summary")
+    kinfold_tests::import_online_retail(BINARY.as_ref(), csv, data_dir, report)
 }
 
 #[test]

@@ -7,10 +7,12 @@
 //! - `rules`: RFM thresholds and the lifetime value's horizon.
 //! - `stage`: the stage over `events.resolved`, journals and profiles in the key-value store,
 //!   merges and splits followed from the markers identity puts there.
+//! - `service`: `kinfold.v1.ProfileService` over gRPC.
 
 pub mod fold;
 pub mod journal;
 pub mod rules;
+pub mod service;
 pub mod stage;
 
 pub use fold::{Profile, ProfileState, add_and_fold, fold};

@@ -433,7 +433,8 @@ impl Processor for ProfileProcessor {
         if !transfers.is_empty() {
             self.log.append(&self.topic, transfers).await?;
         }
-        for (customer, mut work) in works {
+        let last = works.iter().rposition(|(_, work)| work.next.is_some());
+        for (at, (customer, mut work)) in works.into_iter().enumerate() {
             let Some(next) = work.next else {
                 continue;
             };
@@ -449,8 +450,10 @@ impl Processor for ProfileProcessor {
                 clustering_key: position_key(partition.partition),
                 value: Bytes::copy_from_slice(&next.to_be_bytes()),
             });
+            // The last apply of the batch makes every one before it durable too.
+            let durable = Some(at) == last;
             self.kv
-                .apply(PROFILES_TABLE, customer.as_bytes(), work.mutations, true)
+                .apply(PROFILES_TABLE, customer.as_bytes(), work.mutations, durable)
                 .await?;
         }
         Ok(tally)

@@ -2,7 +2,7 @@
 the server's own reflection service, builds each request from JSON and prints each answer as
 JSON. It knows nothing of Kinfold's .proto files.
 
-Usage: grpc_reflect_client.py HOST:PORT CALLS_JSON
+Usage: grpc_reflect_client.py HOST:PORT CALLS_JSON | @CALLS_FILE
 
 CALLS_JSON is a list; each item is one of
   {"call": "package.Service/Method", "request": {...}}   a unary call, request in proto JSON
@@ -27,7 +27,11 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from grpc_status import rpc_status
 
-address, calls = sys.argv[1], json.loads(sys.argv[2])
+address, calls = sys.argv[1], sys.argv[2]
+if calls.startswith("@"):
+    with open(calls[1:]) as file:
+        calls = file.read()
+calls = json.loads(calls)
 channel = grpc.insecure_channel(address)
 # grpcio-reflection's descriptor database speaks v1alpha.
 pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))

@@ -375,6 +375,33 @@ pub async fn total_records(log: &dyn kinfold_core::ports::EventLog, topic: &str)
     total
 }
 
+/// `kinfold import online-retail CSV --data-dir DATA_DIR --report REPORT --json`: its JSON
+/// summary.
+pub fn import_online_retail(
+    binary: &Path,
+    csv: &Path,
+    data_dir: &Path,
+    report: &Path,
+) -> serde_json::Value {
+    let output = Command::new(binary)
+        .args(["import", "online-retail"])
+        .arg(csv)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--report")
+        .arg(report)
+        .arg("--json")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("runs kinfold import");
+    assert!(
+        output.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("import prints a json summary")
+}
+
 /// Runs `processor` as a stage over `topic` (group `group`, `batch` records at a time,
 /// `max_in_flight` batches at once) until the group has committed every partition's end, then
 /// stops it and returns its report.

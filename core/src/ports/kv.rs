@@ -61,7 +61,9 @@ pub trait KvStore: Send + Sync + fmt::Debug {
         limit: usize,
     ) -> Result<Vec<KvRow>, KvError>;
 
-    /// Applies `mutations` to one partition atomically; durable when `durable` is set.
+    /// Applies `mutations` to one partition atomically; durable when `durable` is set, and then
+    /// so is every mutation applied to this store before it (so a batch of partitions needs
+    /// only its last apply durable).
     async fn apply(
         &self,
         table: &str,
