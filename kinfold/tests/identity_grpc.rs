@@ -8,7 +8,7 @@
 //! against what they must do to those sets, before and after a restart.
 
 use kinfold_tests::shoppers::story;
-use kinfold_tests::{Server, TestLog, run_python_json, wait_stages_caught_up};
+use kinfold_tests::{Server, TestLog, wait_stages_caught_up};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -18,12 +18,7 @@ const SERVICE: &str = "kinfold.v1.IdentityService";
 
 /// Runs `calls` (see the script) in one client process; one result per call.
 fn run(server: &Server, calls: Value) -> Vec<Value> {
-    let results = run_python_json(
-        "grpc_reflect_client.py",
-        &[&server.grpc, &calls.to_string()],
-    )
-    .expect("the grpc client runs");
-    results.as_array().expect("a list of results").clone()
+    kinfold_tests::grpc_calls(server, &calls)
 }
 
 fn call(server: &Server, method: &str, request: Value) -> Value {
@@ -42,14 +37,7 @@ fn ok(server: &Server, method: &str, request: Value) -> Value {
 }
 
 fn post(server: &Server, event: &Value) {
-    let answer: Value = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/events", server.url))
-        .json(event)
-        .send()
-        .expect("posted")
-        .json()
-        .expect("json");
-    assert_eq!(answer["results"][0]["status"], "accepted", "{answer}");
+    kinfold_tests::post_event(server, event);
 }
 
 fn caught_up(server: &Server) {
@@ -138,16 +126,7 @@ fn violations(result: &Value) -> BTreeSet<String> {
 
 /// A Tmall order by `buyer`, with no other identifier.
 fn tmall_order(buyer: &str) -> Value {
-    json!({
-        "type": "ecom.order", "platform": "TMALL", "brand": "kinfold-demo",
-        "shop_id": "tmall-outlet", "order_id": "3900000000000000001", "status": "CREATED",
-        "source_version": 1, "occurred_at": 1_767_236_000_000_000_i64,
-        "buyer": {"platform_buyer_id": buyer},
-        "currency": "CNY",
-        "items": [{"sku": "CM-001", "title": "Lipstick Classic", "category": "cosmetics",
-                   "quantity": 1, "unit_price_minor": 4390, "discount_minor": 0}],
-        "coupons": [], "total_minor": 4390, "paid_minor": 0
-    })
+    kinfold_tests::shoppers::tmall_order(buyer, "CREATED", 1_767_236_000_000_000)
 }
 
 #[test]

@@ -489,12 +489,13 @@ fn sigkill_during_ingest_loses_nothing_and_poison_goes_to_the_dlq() {
     assert_every_event_resolved_once(&broker, &registry, &events, produced.shoppers);
 
     // Lag back to zero on every partition, as the process itself reports it: 40 source
-    // partitions, 8 canonical ones (identity's forward part) and identity.inputs.
+    // partitions, 8 canonical ones (identity's forward part), identity.inputs and the 8 of
+    // events.resolved (the profile stage).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let lag = lag(&server);
         let partitions = lag.len();
-        if partitions == 49 && lag.values().all(|value| *value == 0.0) {
+        if partitions == 57 && lag.values().all(|value| *value == 0.0) {
             break;
         }
         assert!(

@@ -375,6 +375,29 @@ pub async fn total_records(log: &dyn kinfold_core::ports::EventLog, topic: &str)
     total
 }
 
+/// Runs `calls` (see `tests/python/grpc_reflect_client.py`) against `server` in one client
+/// process that learns the API by reflection; one result per call.
+pub fn grpc_calls(server: &Server, calls: &serde_json::Value) -> Vec<serde_json::Value> {
+    let results = run_python_json(
+        "grpc_reflect_client.py",
+        &[&server.grpc, &calls.to_string()],
+    )
+    .expect("the grpc client runs");
+    results.as_array().expect("a list of results").clone()
+}
+
+/// Posts `event` to `POST /v1/events`; it must be accepted.
+pub fn post_event(server: &Server, event: &serde_json::Value) {
+    let answer: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/events", server.url))
+        .json(event)
+        .send()
+        .expect("posted")
+        .json()
+        .expect("json");
+    assert_eq!(answer["results"][0]["status"], "accepted", "{answer}");
+}
+
 /// `kinfold import online-retail CSV --data-dir DATA_DIR --report REPORT --json`: its JSON
 /// summary.
 pub fn import_online_retail(
@@ -470,6 +493,21 @@ pub mod shoppers {
             "type": "wechat.event", "event_type": event_type, "app_id": "wxmp0001",
             "openid": openid, "unionid": format!("u-{openid}"), "occurred_at": occurred_at,
             "phone": phone, "phone_consent": phone.map(|_| true)
+        })
+    }
+
+    /// A Tmall order by `buyer` (no other identifier) at `status`, for 43.90 yuan, at
+    /// `occurred_at`.
+    pub fn tmall_order(buyer: &str, status: &str, occurred_at: i64) -> Value {
+        json!({
+            "type": "ecom.order", "platform": "TMALL", "brand": "kinfold-demo",
+            "shop_id": "tmall-outlet", "order_id": "3900000000000000001", "status": status,
+            "source_version": 1, "occurred_at": occurred_at,
+            "buyer": {"platform_buyer_id": buyer},
+            "currency": "CNY",
+            "items": [{"sku": "CM-001", "title": "Lipstick Classic", "category": "cosmetics",
+                       "quantity": 1, "unit_price_minor": 4390, "discount_minor": 0}],
+            "coupons": [], "total_minor": 4390, "paid_minor": if status == "CREATED" { 0 } else { 4390 }
         })
     }
 

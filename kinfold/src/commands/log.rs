@@ -6,6 +6,7 @@ use crate::cli::LogTopic;
 use crate::config::Config;
 use anyhow::Context;
 use base64::Engine;
+use kinfold_identity::records::ResolvedMarker;
 use kinfold_schemas::codec::{decode_framed_canonical, decode_framed_dead_letter};
 use serde_json::json;
 use std::io::Write;
@@ -41,15 +42,25 @@ pub async fn dump(config: Config, topic: LogTopic) -> anyhow::Result<()> {
                         json!({"partition": partition, "offset": record.offset, "event": event})
                     }
                     LogTopic::Resolved => {
-                        let event = decode_framed_canonical(&record.value, &app.registry)
-                            .with_context(|| {
-                                format!("{name}/{partition}@{} does not decode", record.offset)
-                            })?;
                         let customer = record
                             .key
                             .as_ref()
                             .map(|key| String::from_utf8_lossy(key).into_owned());
-                        json!({"partition": partition, "offset": record.offset, "customer": customer, "event": event})
+                        match ResolvedMarker::of_record(&record.value) {
+                            Some(marker) => {
+                                let marker = marker.with_context(|| {
+                                    format!("{name}/{partition}@{} is not a marker", record.offset)
+                                })?;
+                                json!({"partition": partition, "offset": record.offset, "customer": customer, "marker": marker})
+                            }
+                            None => {
+                                let event = decode_framed_canonical(&record.value, &app.registry)
+                                    .with_context(|| {
+                                    format!("{name}/{partition}@{} does not decode", record.offset)
+                                })?;
+                                json!({"partition": partition, "offset": record.offset, "customer": customer, "event": event})
+                            }
+                        }
                     }
                     LogTopic::IdentityChanges => {
                         let change: serde_json::Value = serde_json::from_slice(&record.value)
