@@ -59,6 +59,21 @@ pub enum Command {
         #[command(subcommand)]
         command: IdentityCommand,
     },
+    /// Profiles of a stopped store.
+    Profiles {
+        #[command(subcommand)]
+        command: ProfilesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCommand {
+    /// Print every customer's profile facts and journal (event ids) as one JSON object per
+    /// line, for audits and tests.
+    Dump {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

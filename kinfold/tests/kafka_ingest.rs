@@ -505,6 +505,58 @@ fn sigkill_during_ingest_loses_nothing_and_poison_goes_to_the_dlq() {
         std::thread::sleep(Duration::from_millis(500));
     }
     server.stop().expect("graceful stop");
+    assert_every_event_folded_once(&broker, &data, &events);
+}
+
+/// Through the profile stage, killed along with the others: every resolved event is in the
+/// journal of exactly one live customer, and each profile folded exactly its journal (0 lost,
+/// 0 applied twice); customers a merge absorbed hold nothing.
+fn assert_every_event_folded_once(broker: &Broker, data: &Path, events: &BTreeSet<String>) {
+    let output = command(broker)
+        .args(["profiles", "dump", "--data-dir"])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("kinfold profiles dump runs");
+    assert!(
+        output.status.success(),
+        "profiles dump: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut journals: BTreeMap<String, String> = BTreeMap::new();
+    let (mut live, mut absorbed) = (0, 0);
+    for line in String::from_utf8(output.stdout).expect("utf-8").lines() {
+        let profile: Value = serde_json::from_str(line).expect("json");
+        let customer = profile["customer"].as_str().expect("customer").to_owned();
+        let journal = profile["journal"].as_array().expect("journal");
+        if !profile["merged_into"].is_null() {
+            absorbed += 1;
+            assert!(
+                journal.is_empty(),
+                "an absorbed customer keeps events: {profile}"
+            );
+            continue;
+        }
+        live += 1;
+        assert_eq!(
+            profile["events"].as_u64(),
+            Some(journal.len() as u64),
+            "folded events and journal disagree: {profile}"
+        );
+        for event in journal {
+            let event = event.as_str().expect("event id").to_owned();
+            if let Some(other) = journals.insert(event.clone(), customer.clone()) {
+                panic!("event {event} in the journals of {other} and {customer}");
+            }
+        }
+    }
+    let folded: BTreeSet<String> = journals.into_keys().collect();
+    assert_eq!(folded.len(), events.len(), "events folded");
+    assert!(&folded == events, "the folded events are the resolved ones");
+    eprintln!(
+        "profiles: {live} customers, {absorbed} absorbed, {} events folded",
+        folded.len()
+    );
 }
 
 /// One audit line of a process's JSON log.

@@ -5,11 +5,13 @@ mod dlq;
 mod identity;
 mod import;
 mod log;
+mod profiles;
 mod publish;
 mod schemas;
 
 use crate::cli::{
-    Cli, Command, ConfigCommand, IdentityCommand, ImportSource, LogCommand, ServeArgs, StorageArgs,
+    Cli, Command, ConfigCommand, IdentityCommand, ImportSource, LogCommand, ProfilesCommand,
+    ServeArgs, StorageArgs,
 };
 use crate::config::{AddrConfig, Config, FlagOverrides, LogJson, ServeConfig, StorageOverride};
 use anyhow::Context;
@@ -102,6 +104,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load(&cli, Some(storage), None)?;
             log::dump(config, *topic).await
+        }
+        Command::Profiles {
+            command: ProfilesCommand::Dump { storage },
+        } => {
+            let config = load(&cli, Some(storage), None)?;
+            profiles::dump(config).await
         }
         Command::Dlq { command } => {
             let config = load(&cli, None, None)?;
