@@ -169,20 +169,7 @@ fn wait_group_caught_up(broker: &Broker, group: &str, topics: &[&str], timeout: 
         let log = KafkaLog::connect(&broker.bootstrap).expect("connects");
         let deadline = Instant::now() + timeout;
         loop {
-            let mut behind = Vec::new();
-            for topic in topics {
-                for partition in 0..log.partitions(topic).await.expect("partitions") {
-                    let (_, high) = log.watermarks(topic, partition).await.expect("watermarks");
-                    let committed = log
-                        .committed(group, topic, partition)
-                        .await
-                        .expect("committed")
-                        .unwrap_or(0);
-                    if committed < high {
-                        behind.push(format!("{topic}/{partition}: {committed} of {high}"));
-                    }
-                }
-            }
+            let behind = kinfold_tests::group_behind(&log, group, topics).await;
             if behind.is_empty() {
                 return;
             }

@@ -19,13 +19,7 @@ import pandas as pd
 
 path = sys.argv[1]
 
-MAPPABLE = """
-    regexp_full_match(Invoice, 'C?[0-9]+')
-    AND CAST(Price AS DECIMAL(18, 2)) >= 0
-    AND regexp_full_match(Price, '[0-9]*(\\.[0-9]{0,2}0*)?')
-    AND ((starts_with(Invoice, 'C') AND CAST(Quantity AS BIGINT) < 0)
-         OR (NOT starts_with(Invoice, 'C') AND CAST(Quantity AS BIGINT) > 0))
-"""
+from online_retail_rows import MAPPABLE
 
 con = duckdb.connect()
 con.execute(f"CREATE TABLE rows AS SELECT * FROM read_csv('{path}', header = true, all_varchar = true)")

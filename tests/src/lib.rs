@@ -425,6 +425,30 @@ pub fn import_online_retail(
     serde_json::from_slice(&output.stdout).expect("import prints a json summary")
 }
 
+/// The partitions of `topics` whose end `group` has not committed, as `topic/partition:
+/// committed of high`.
+pub async fn group_behind(
+    log: &dyn kinfold_core::ports::EventLog,
+    group: &str,
+    topics: &[&str],
+) -> Vec<String> {
+    let mut behind = Vec::new();
+    for topic in topics {
+        for partition in 0..log.partitions(topic).await.expect("partitions") {
+            let (_, high) = log.watermarks(topic, partition).await.expect("watermarks");
+            let committed = log
+                .committed(group, topic, partition)
+                .await
+                .expect("committed")
+                .unwrap_or(0);
+            if committed < high {
+                behind.push(format!("{topic}/{partition}: {committed} of {high}"));
+            }
+        }
+    }
+    behind
+}
+
 /// Runs `processor` as a stage over `topic` (group `group`, `batch` records at a time,
 /// `max_in_flight` batches at once) until the group has committed every partition's end, then
 /// stops it and returns its report.
@@ -453,24 +477,16 @@ pub async fn run_stage_until_caught_up<P: kinfold_core::stage::Processor>(
         shutdown,
     ));
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    'wait: loop {
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let behind = group_behind(log.as_ref(), group, &[topic]).await;
+        if behind.is_empty() {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "{group} did not catch up"
+            "{group} did not catch up: {behind:?}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        for partition in 0..log.partitions(topic).await.expect("partitions") {
-            let (_, high) = log.watermarks(topic, partition).await.expect("marks");
-            let committed = log
-                .committed(group, topic, partition)
-                .await
-                .expect("committed")
-                .unwrap_or(0);
-            if committed < high {
-                continue 'wait;
-            }
-        }
-        break;
     }
     stop.send(true).expect("stop");
     stage.await.expect("stage task").expect("stage ran")
