@@ -4,114 +4,15 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::events;
-use kinfold_core::ports::{EventLog, KvStore, OutgoingRecord};
+use common::{Fixture, events};
 use kinfold_core::{CanonicalEvent, EventId};
 use kinfold_identity::model::CustomerId;
-use kinfold_identity::records::{ResolvedMarker, resolved_record};
-use kinfold_profile::stage::{MAX_IN_FLIGHT, ProfileProcessor, ProfileTally, load_customer};
+use kinfold_identity::records::ResolvedMarker;
 use kinfold_profile::{ProfileState, fold};
-use kinfold_schemas::catalog::CANONICAL_SUBJECT;
-use kinfold_schemas::codec::Codecs;
-use kinfold_schemas::wire::frame;
-use kinfold_schemas::{Catalog, SchemaRegistry};
 use kinfold_storage::EmbeddedDatabase;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-
-const TOPIC: &str = "events.resolved";
-
-struct Fixture {
-    log: Arc<dyn EventLog>,
-    kv: Arc<dyn KvStore>,
-    registry: Arc<SchemaRegistry>,
-    schema_id: u32,
-    codecs: Codecs,
-}
-
-impl Fixture {
-    async fn new(database: &EmbeddedDatabase) -> Self {
-        let log: Arc<dyn EventLog> = Arc::new(database.log());
-        let kv: Arc<dyn KvStore> = Arc::new(database.kv());
-        let registry = Arc::new(SchemaRegistry::open(kv.clone()).await.expect("registry"));
-        registry
-            .register_catalog(&Catalog::embedded())
-            .await
-            .expect("catalog");
-        let catalog = Catalog::embedded();
-        let current = catalog
-            .subject(CANONICAL_SUBJECT)
-            .expect("canonical subject")
-            .current();
-        let schema_id = registry
-            .id_of(CANONICAL_SUBJECT, current)
-            .expect("canonical schema");
-        log.ensure_topic(TOPIC, 4).await.expect("topic");
-        Self {
-            log,
-            kv,
-            registry,
-            schema_id,
-            codecs: Codecs::new(),
-        }
-    }
-
-    fn frame(&self, event: &CanonicalEvent) -> Bytes {
-        Bytes::from(frame(
-            self.schema_id,
-            &self.codecs.encode_canonical(event).expect("encodes"),
-        ))
-    }
-
-    async fn append(&self, records: Vec<OutgoingRecord>) {
-        self.log.append(TOPIC, records).await.expect("append");
-    }
-
-    async fn send(&self, customer: CustomerId, events: &[CanonicalEvent]) {
-        let records = events
-            .iter()
-            .map(|event| resolved_record(&self.frame(event), customer, 0))
-            .collect();
-        self.append(records).await;
-    }
-
-    async fn mark(&self, customer: CustomerId, markers: &[ResolvedMarker]) {
-        let records = markers
-            .iter()
-            .map(|marker| marker.outgoing(customer, 0))
-            .collect();
-        self.append(records).await;
-    }
-
-    /// Runs the stage (group `group`) until it has taken in everything, transfers included.
-    async fn run(&self, group: &str) -> ProfileTally {
-        let processor = ProfileProcessor::new(
-            self.log.clone(),
-            self.kv.clone(),
-            self.registry.clone(),
-            TOPIC,
-        );
-        kinfold_tests::run_stage_until_caught_up(
-            self.log.clone(),
-            processor,
-            group,
-            TOPIC,
-            MAX_IN_FLIGHT,
-            7,
-        )
-        .await
-        .tally
-    }
-
-    async fn state(&self, customer: CustomerId) -> kinfold_profile::stage::StoredCustomer {
-        load_customer(self.kv.as_ref(), &self.registry, &customer.to_string())
-            .await
-            .expect("loads")
-    }
-}
 
 /// The events, each id once, as the journal orders them.
 fn sorted(events: impl IntoIterator<Item = CanonicalEvent>) -> Vec<CanonicalEvent> {

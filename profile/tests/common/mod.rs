@@ -2,14 +2,25 @@
 
 #![allow(dead_code)]
 
+use bytes::Bytes;
 use kinfold_core::event::{
     Buyer, EcomOrder, EcomRefund, EventBody, MembershipEvent, MembershipEventType, OrderItem,
     OrderStatus, Platform, PosLine, PosTransaction, PosTransactionKind, Tender, TenderKind,
     WechatEvent, WechatEventType,
 };
+use kinfold_core::ports::{EventLog, KvStore, OutgoingRecord};
 use kinfold_core::{CanonicalEvent, EventId};
+use kinfold_identity::model::CustomerId;
+use kinfold_identity::records::{ResolvedMarker, resolved_record};
+use kinfold_profile::stage::{MAX_IN_FLIGHT, ProfileProcessor, ProfileTally, load_customer};
+use kinfold_schemas::catalog::CANONICAL_SUBJECT;
+use kinfold_schemas::codec::Codecs;
+use kinfold_schemas::wire::frame;
+use kinfold_schemas::{Catalog, SchemaRegistry};
+use kinfold_storage::EmbeddedDatabase;
 use rand::Rng;
 use rand::rngs::StdRng;
+use std::sync::Arc;
 
 /// 2026-01-01.
 pub const START: i64 = 1_767_225_600_000_000;
@@ -240,4 +251,96 @@ pub fn events(rng: &mut StdRng) -> Vec<CanonicalEvent> {
         events.push(event(next_id, time, body));
     }
     events
+}
+
+pub const TOPIC: &str = "events.resolved";
+
+/// The embedded log and store with `events.resolved`, and the profile stage over them.
+pub struct Fixture {
+    pub log: Arc<dyn EventLog>,
+    pub kv: Arc<dyn KvStore>,
+    pub registry: Arc<SchemaRegistry>,
+    schema_id: u32,
+    codecs: Codecs,
+}
+
+impl Fixture {
+    pub async fn new(database: &EmbeddedDatabase) -> Self {
+        let log: Arc<dyn EventLog> = Arc::new(database.log());
+        let kv: Arc<dyn KvStore> = Arc::new(database.kv());
+        let registry = Arc::new(SchemaRegistry::open(kv.clone()).await.expect("registry"));
+        registry
+            .register_catalog(&Catalog::embedded())
+            .await
+            .expect("catalog");
+        let catalog = Catalog::embedded();
+        let current = catalog
+            .subject(CANONICAL_SUBJECT)
+            .expect("canonical subject")
+            .current();
+        let schema_id = registry
+            .id_of(CANONICAL_SUBJECT, current)
+            .expect("canonical schema");
+        log.ensure_topic(TOPIC, 4).await.expect("topic");
+        Self {
+            log,
+            kv,
+            registry,
+            schema_id,
+            codecs: Codecs::new(),
+        }
+    }
+
+    pub fn frame(&self, event: &CanonicalEvent) -> Bytes {
+        Bytes::from(frame(
+            self.schema_id,
+            &self.codecs.encode_canonical(event).expect("encodes"),
+        ))
+    }
+
+    pub async fn append(&self, records: Vec<OutgoingRecord>) {
+        self.log.append(TOPIC, records).await.expect("append");
+    }
+
+    pub async fn send(&self, customer: CustomerId, events: &[CanonicalEvent]) {
+        let records = events
+            .iter()
+            .map(|event| resolved_record(&self.frame(event), customer, 0))
+            .collect();
+        self.append(records).await;
+    }
+
+    pub async fn mark(&self, customer: CustomerId, markers: &[ResolvedMarker]) {
+        let records = markers
+            .iter()
+            .map(|marker| marker.outgoing(customer, 0))
+            .collect();
+        self.append(records).await;
+    }
+
+    /// Runs the stage (group `group`) until it has taken in everything, transfers included.
+    pub async fn run(&self, group: &str) -> ProfileTally {
+        let processor = ProfileProcessor::new(
+            self.log.clone(),
+            self.kv.clone(),
+            self.registry.clone(),
+            TOPIC,
+        );
+        kinfold_tests::run_stage_until_caught_up(
+            self.log.clone(),
+            processor,
+            group,
+            TOPIC,
+            MAX_IN_FLIGHT,
+            7,
+        )
+        .await
+        .tally
+    }
+
+    pub async fn state(&self, customer: CustomerId) -> kinfold_profile::stage::StoredCustomer {
+        load_customer(self.kv.as_ref(), &self.registry, &customer.to_string())
+            .await
+            .expect("loads")
+    }
 }
