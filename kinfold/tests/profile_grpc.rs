@@ -204,6 +204,7 @@ fn profiles_over_grpc(log: &TestLog) {
             {"call": get, "request": {"customer_id": person_id, "as_of_micros": -1}},
             {"call": list, "request": {"customer_id": "", "page_size": 5000}},
             {"call": list, "request": {"customer_id": person_id, "page_token": "zz"}},
+            {"call": list, "request": {"customer_id": person_id, "page_token": "6aaéa"}},
         ]),
     );
     let fields = [
@@ -212,6 +213,7 @@ fn profiles_over_grpc(log: &TestLog) {
         vec!["identifier.kind"],
         vec!["as_of_micros"],
         vec!["customer_id", "page_size"],
+        vec!["page_token"],
         vec!["page_token"],
     ];
     for (answer, fields) in wrong.iter().zip(fields) {

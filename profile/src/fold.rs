@@ -160,8 +160,9 @@ pub struct ProfileState {
     pub categories: BTreeMap<String, Bought>,
     /// By official account (app id).
     pub follows: BTreeMap<String, Follow>,
-    /// Store guides who have the customer as a WeCom contact: (corp id, guide id), since when.
-    pub guides: BTreeMap<(String, String), TimestampMicros>,
+    /// Store guides who have the customer as a WeCom contact: by corp id, then guide id, since
+    /// when. (Nested maps: JSON map keys are strings.)
+    pub guides: BTreeMap<String, BTreeMap<String, TimestampMicros>>,
     pub coupons_redeemed: u64,
     pub views: u64,
 }
@@ -368,12 +369,18 @@ impl ProfileState {
             }
             WechatEventType::WecomContactAdded | WechatEventType::WecomContactRemoved => {
                 if let (Some(corp), Some(guide)) = (&wechat.corp_id, &wechat.guide_id) {
-                    let key = (corp.clone(), guide.clone());
                     if wechat.event_type == WechatEventType::WecomContactAdded {
-                        self.guides.entry(key).or_insert(at);
+                        self.guides
+                            .entry(corp.clone())
+                            .or_default()
+                            .entry(guide.clone())
+                            .or_insert(at);
                         self.set_trait("guide", Some(guide), at);
-                    } else {
-                        self.guides.remove(&key);
+                    } else if let Some(guides) = self.guides.get_mut(corp) {
+                        guides.remove(guide);
+                        if guides.is_empty() {
+                            self.guides.remove(corp);
+                        }
                     }
                 }
             }
@@ -547,10 +554,12 @@ impl ProfileState {
             guides: self
                 .guides
                 .iter()
-                .map(|((corp, guide), since)| Guide {
-                    corp_id: corp.clone(),
-                    guide_id: guide.clone(),
-                    since: *since,
+                .flat_map(|(corp, guides)| {
+                    guides.iter().map(move |(guide, since)| Guide {
+                        corp_id: corp.clone(),
+                        guide_id: guide.clone(),
+                        since: *since,
+                    })
                 })
                 .collect(),
             coupons_redeemed: self.coupons_redeemed,

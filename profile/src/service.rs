@@ -218,7 +218,10 @@ fn journal_page_token(token: &str) -> Result<Bytes, Status> {
     if token.is_empty() {
         return Ok(Bytes::from_static(b"j"));
     }
-    if !token.len().is_multiple_of(2) || !token.starts_with("6a") {
+    if !token.len().is_multiple_of(2)
+        || !token.starts_with("6a")
+        || !token.bytes().all(|byte| byte.is_ascii_hexdigit())
+    {
         return Err(invalid_page_token());
     }
     let bytes: Result<Vec<u8>, _> = (0..token.len())

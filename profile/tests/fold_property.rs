@@ -41,6 +41,8 @@ struct Expected {
     consent: BTreeMap<String, bool>,
     following: BTreeMap<String, (bool, Option<String>)>,
     stores: BTreeMap<String, u64>,
+    /// (corp, guide) holding the customer as a contact, since when.
+    guides: BTreeMap<(String, String), i64>,
     top_skus: Vec<(String, i64)>,
     recency_days: Option<i64>,
 }
@@ -57,6 +59,7 @@ fn oracle(mut events: Vec<CanonicalEvent>, at: i64) -> Expected {
     let mut traits = BTreeMap::new();
     let mut consent = BTreeMap::new();
     let mut following = BTreeMap::new();
+    let mut guides = BTreeMap::new();
     for event in &events {
         match &event.body {
             EventBody::PosTransaction(t) => {
@@ -106,6 +109,20 @@ fn oracle(mut events: Vec<CanonicalEvent>, at: i64) -> Expected {
                 }
                 _ => {}
             },
+            EventBody::Wechat(w)
+                if matches!(
+                    w.event_type,
+                    WechatEventType::WecomContactAdded | WechatEventType::WecomContactRemoved
+                ) =>
+            {
+                let key = (w.corp_id.clone().unwrap(), w.guide_id.clone().unwrap());
+                if w.event_type == WechatEventType::WecomContactAdded {
+                    guides.entry(key).or_insert(event.event_time);
+                    traits.insert("guide".to_owned(), w.guide_id.clone().unwrap());
+                } else {
+                    guides.remove(&key);
+                }
+            }
             EventBody::Wechat(w) => {
                 let previous_scene = following
                     .get(&w.app_id)
@@ -202,6 +219,7 @@ fn oracle(mut events: Vec<CanonicalEvent>, at: i64) -> Expected {
         consent,
         following,
         stores,
+        guides,
         top_skus,
         recency_days: last_purchase.map(|last| (at - last).max(0) / DAY_MICROS),
     }
@@ -244,6 +262,11 @@ fn observed(state: &ProfileState, rules: &ProfileRules, at: i64) -> Expected {
             .map(|(app, follow)| (app.clone(), (follow.following, follow.scene.clone())))
             .collect(),
         stores: profile.stores.clone(),
+        guides: profile
+            .guides
+            .iter()
+            .map(|guide| ((guide.corp_id.clone(), guide.guide_id.clone()), guide.since))
+            .collect(),
         top_skus: profile
             .top_skus
             .iter()
@@ -294,8 +317,12 @@ fn any_arrival_order_with_duplicates_folds_to_the_sorted_once_profile() {
         expected.top_skus.clear();
         got.top_skus.clear();
         assert_eq!(got, expected, "case {case}");
-        // And the incremental state is the state of folding the journal once.
+        // And the incremental state is the state of folding the journal once, and survives
+        // JSON as the stage stores it.
         assert_eq!(state, fold(journal.events()), "case {case}");
+        let stored = serde_json::to_vec(&state).expect("a state serialises");
+        let back: ProfileState = serde_json::from_slice(&stored).expect("and reads back");
+        assert_eq!(back, state, "case {case}");
     }
     // The shuffles did exercise late arrivals.
     assert!(late_cases > CASES / 2, "{late_cases} cases had late events");

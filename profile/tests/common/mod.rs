@@ -160,7 +160,7 @@ pub fn events(rng: &mut StdRng) -> Vec<CanonicalEvent> {
         next_id += 1 + rng.random_range(0..3);
         // Hours apart over a year, with ties.
         let time = START + rng.random_range(0..24 * 365) * 3_600_000_000;
-        let body = match rng.random_range(0..10) {
+        let body = match rng.random_range(0..11) {
             0..=2 => EventBody::PosTransaction(pos(rng, PosTransactionKind::Sale, serial)),
             3 => EventBody::PosTransaction(pos(rng, PosTransactionKind::Return, serial)),
             4 | 5 => {
@@ -233,6 +233,20 @@ pub fn events(rng: &mut StdRng) -> Vec<CanonicalEvent> {
                 consent.consent_purpose =
                     Some(["marketing_sms", "profiling"][rng.random_range(0..2)].to_owned());
                 EventBody::Membership(consent)
+            }
+            9 => {
+                let added = rng.random_bool(0.6);
+                let mut event = wechat(
+                    if added {
+                        WechatEventType::WecomContactAdded
+                    } else {
+                        WechatEventType::WecomContactRemoved
+                    },
+                    "wwagent",
+                );
+                event.corp_id = Some(["corp1", "corp2"][rng.random_range(0..2)].to_owned());
+                event.guide_id = Some(format!("g{}", rng.random_range(1..3)));
+                EventBody::Wechat(event)
             }
             _ => {
                 let follow = rng.random_bool(0.6);
