@@ -88,6 +88,29 @@ impl OrderFacts {
         spend.gross_minor = spend.gross_minor.saturating_add(amount);
     }
 
+    /// Takes in `other`'s purchases and returns.
+    fn add(&mut self, other: &OrderFacts) {
+        self.orders += other.orders;
+        self.returns += other.returns;
+        self.coupon_orders += other.coupon_orders;
+        self.first_purchase = self
+            .first_purchase
+            .into_iter()
+            .chain(other.first_purchase)
+            .min();
+        self.last_purchase = self
+            .last_purchase
+            .into_iter()
+            .chain(other.last_purchase)
+            .max();
+        for (currency, spend) in &other.money {
+            let kept = self.money.entry(currency.clone()).or_default();
+            kept.orders += spend.orders;
+            kept.gross_minor = kept.gross_minor.saturating_add(spend.gross_minor);
+            kept.returned_minor = kept.returned_minor.saturating_add(spend.returned_minor);
+        }
+    }
+
     fn returned(&mut self, currency: &str, amount: i64) {
         self.returns += 1;
         let spend = self.money.entry(currency.to_owned()).or_default();
@@ -439,32 +462,11 @@ impl ProfileState {
             }
         }
         for (channel, refunds) in &self.online_refunds {
-            let facts = channels.entry(channel.clone()).or_default();
-            facts.returns += refunds.returns;
-            for (currency, spend) in &refunds.money {
-                let kept = facts.money.entry(currency.clone()).or_default();
-                kept.returned_minor = kept.returned_minor.saturating_add(spend.returned_minor);
-            }
+            channels.entry(channel.clone()).or_default().add(refunds);
         }
         let mut overall = OrderFacts::default();
         for facts in channels.values() {
-            overall.orders += facts.orders;
-            overall.returns += facts.returns;
-            overall.coupon_orders += facts.coupon_orders;
-            overall.first_purchase = match (overall.first_purchase, facts.first_purchase) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            overall.last_purchase = match (overall.last_purchase, facts.last_purchase) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
-            for (currency, spend) in &facts.money {
-                let kept = overall.money.entry(currency.clone()).or_default();
-                kept.orders += spend.orders;
-                kept.gross_minor = kept.gross_minor.saturating_add(spend.gross_minor);
-                kept.returned_minor = kept.returned_minor.saturating_add(spend.returned_minor);
-            }
+            overall.add(facts);
         }
         (channels, overall)
     }

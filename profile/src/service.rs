@@ -3,7 +3,7 @@
 
 use crate::fold::{Bought, OrderFacts, Profile, fold};
 use crate::rules::ProfileRules;
-use crate::stage::{PROFILES_TABLE, StoredCustomer, load_customer};
+use crate::stage::{PROFILES_TABLE, StoredCustomer, load_customer, load_customer_folded};
 use bytes::Bytes;
 use kinfold_core::ports::KvStore;
 use kinfold_core::time::{Clock, TimestampMicros};
@@ -65,13 +65,22 @@ impl ProfileService {
         pb::profile_service_server::ProfileServiceServer::new(self)
     }
 
-    /// The customer `customer` is part of now (following merges), with its rows.
-    async fn current(&self, customer: CustomerId) -> Result<(CustomerId, StoredCustomer), Status> {
+    /// The customer `customer` is part of now (following merges), with its rows: its journal
+    /// too when `journal` is set, else its folded state only.
+    async fn current(
+        &self,
+        customer: CustomerId,
+        journal: bool,
+    ) -> Result<(CustomerId, StoredCustomer), Status> {
         let mut current = customer;
         for _ in 0..MAX_REDIRECTS {
-            let stored = load_customer(self.kv.as_ref(), &self.registry, &current.to_string())
-                .await
-                .map_err(internal)?;
+            let (kv, registry, id) = (self.kv.as_ref(), &self.registry, current.to_string());
+            let stored = if journal {
+                load_customer(kv, registry, &id).await
+            } else {
+                load_customer_folded(kv, registry, &id).await
+            }
+            .map_err(internal)?;
             match stored.redirect {
                 Some(into) => current = into,
                 None => return Ok((current, stored)),
@@ -269,8 +278,9 @@ impl pb::profile_service_server::ProfileService for ProfileService {
                 .await?
                 .ok_or_else(|| Status::not_found(format!("no customer holds {identifier}")))?;
         }
-        let (customer, stored) = self.current(asked).await?;
-        if stored.erased || stored.journal.is_empty() {
+        // The journal is read only to fold it up to an instant.
+        let (customer, stored) = self.current(asked, request.as_of_micros.is_some()).await?;
+        if stored.erased || stored.state.events == 0 {
             return Err(Status::not_found(format!("no profile of {asked}")));
         }
         let (at, profile) = match request.as_of_micros {

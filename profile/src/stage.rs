@@ -112,18 +112,23 @@ pub struct StoredCustomer {
     pub erased: bool,
 }
 
-/// Reads every row of `customer` from `kv`.
-pub async fn load_customer(
+fn corrupt(customer: &str, reason: String) -> ProfileError {
+    ProfileError::Corrupt {
+        customer: customer.to_owned(),
+        reason,
+    }
+}
+
+/// Reads the rows of `customer` from clustering key `from` on into `stored`; returns the
+/// state row, if read.
+async fn read_rows(
     kv: &dyn KvStore,
     registry: &SchemaRegistry,
     customer: &str,
-) -> Result<StoredCustomer, ProfileError> {
-    let corrupt = |reason: String| ProfileError::Corrupt {
-        customer: customer.to_owned(),
-        reason,
-    };
-    let mut stored = StoredCustomer::default();
-    let mut from = Vec::new();
+    mut from: Vec<u8>,
+    stored: &mut StoredCustomer,
+) -> Result<Option<Bytes>, ProfileError> {
+    let corrupt = |reason: String| corrupt(customer, reason);
     let mut state = None;
     loop {
         let rows = kv
@@ -170,12 +175,48 @@ pub async fn load_customer(
             break;
         }
     }
-    stored.state = match state {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|error| corrupt(format!("state row: {error}")))?,
+    Ok(state)
+}
+
+fn parse_state(customer: &str, bytes: &[u8]) -> Result<ProfileState, ProfileError> {
+    serde_json::from_slice(bytes).map_err(|error| corrupt(customer, format!("state row: {error}")))
+}
+
+/// Reads every row of `customer` from `kv`.
+pub async fn load_customer(
+    kv: &dyn KvStore,
+    registry: &SchemaRegistry,
+    customer: &str,
+) -> Result<StoredCustomer, ProfileError> {
+    let mut stored = StoredCustomer::default();
+    stored.state = match read_rows(kv, registry, customer, Vec::new(), &mut stored).await? {
+        Some(bytes) => parse_state(customer, &bytes)?,
         None => fold(stored.journal.events()),
     };
     Ok(stored)
+}
+
+/// What a read of the profile as it is now needs: every row but the journal's, which is left
+/// empty (rows sort `e` < `j` < `p` < `r` < `s`). Without a folded state row, every row.
+pub async fn load_customer_folded(
+    kv: &dyn KvStore,
+    registry: &SchemaRegistry,
+    customer: &str,
+) -> Result<StoredCustomer, ProfileError> {
+    let mut stored = StoredCustomer {
+        erased: kv
+            .get(PROFILES_TABLE, customer.as_bytes(), ERASED)
+            .await?
+            .is_some(),
+        ..StoredCustomer::default()
+    };
+    match read_rows(kv, registry, customer, vec![POSITION], &mut stored).await? {
+        Some(bytes) => {
+            stored.state = parse_state(customer, &bytes)?;
+            Ok(stored)
+        }
+        None => load_customer(kv, registry, customer).await,
+    }
 }
 
 /// Batches the stage may have in flight: one. A batch reads each customer's rows, folds and
