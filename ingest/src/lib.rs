@@ -16,6 +16,7 @@ pub mod error;
 pub mod intake;
 pub mod metrics;
 pub mod model;
+pub mod online_retail;
 pub mod stage;
 pub mod writer;
 
