@@ -74,10 +74,22 @@ struct Producer {
 }
 
 /// What the producer wrote: each record's position (`topic/partition@offset`) and what it is,
-/// and how many shoppers its valid records belong to.
+/// how many shoppers its valid records belong to, and each shopper's order facts as the
+/// producer's own records add them up.
 struct Produced {
     records: BTreeMap<String, String>,
     shoppers: usize,
+    facts: BTreeMap<u64, Facts>,
+}
+
+/// A shopper's events and order facts: (events, orders, returns, gross, returned).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Facts {
+    events: u64,
+    orders: u64,
+    returns: u64,
+    gross_minor: i64,
+    returned_minor: i64,
 }
 
 impl Producer {
@@ -141,15 +153,30 @@ impl Producer {
                 )
             })
             .collect();
-        let shoppers: BTreeSet<u64> = report["delivered"]
-            .as_array()
-            .expect("delivered")
-            .iter()
-            .filter_map(|record| record["person"].as_u64())
-            .collect();
+        let mut facts: BTreeMap<u64, Facts> = BTreeMap::new();
+        for record in report["delivered"].as_array().expect("delivered") {
+            let Some(person) = record["person"].as_u64() else {
+                continue;
+            };
+            let shopper = facts.entry(person).or_default();
+            shopper.events += 1;
+            let amount = record["amount_minor"].as_i64().expect("an amount");
+            match record["money"].as_str() {
+                Some("SALE" | "ORDER") => {
+                    shopper.orders += 1;
+                    shopper.gross_minor += amount;
+                }
+                Some("RETURN") => {
+                    shopper.returns += 1;
+                    shopper.returned_minor += amount;
+                }
+                _ => {}
+            }
+        }
         Produced {
             records,
-            shoppers: shoppers.len(),
+            shoppers: facts.len(),
+            facts,
         }
     }
 }
@@ -492,13 +519,20 @@ fn sigkill_during_ingest_loses_nothing_and_poison_goes_to_the_dlq() {
         std::thread::sleep(Duration::from_millis(500));
     }
     server.stop().expect("graceful stop");
-    assert_every_event_folded_once(&broker, &data, &events);
+    assert_every_event_folded_once(&broker, &data, &events, &produced.facts);
 }
 
 /// Through the profile stage, killed along with the others: every resolved event is in the
-/// journal of exactly one live customer, and each profile folded exactly its journal (0 lost,
-/// 0 applied twice); customers a merge absorbed hold nothing.
-fn assert_every_event_folded_once(broker: &Broker, data: &Path, events: &BTreeSet<String>) {
+/// journal of exactly one live customer, each profile folded exactly its journal, and each
+/// shopper's profile (found by their member card) has the event count, orders, returns and
+/// spend the producer's records add up to (0 lost, 0 applied twice); customers a merge
+/// absorbed hold nothing.
+fn assert_every_event_folded_once(
+    broker: &Broker,
+    data: &Path,
+    events: &BTreeSet<String>,
+    produced: &BTreeMap<u64, Facts>,
+) {
     let output = command(broker)
         .args(["profiles", "dump", "--data-dir"])
         .arg(data)
@@ -511,6 +545,7 @@ fn assert_every_event_folded_once(broker: &Broker, data: &Path, events: &BTreeSe
         String::from_utf8_lossy(&output.stderr)
     );
     let mut journals: BTreeMap<String, String> = BTreeMap::new();
+    let mut shoppers: BTreeSet<u64> = BTreeSet::new();
     let (mut live, mut absorbed) = (0, 0);
     for line in String::from_utf8(output.stdout).expect("utf-8").lines() {
         let profile: Value = serde_json::from_str(line).expect("json");
@@ -530,6 +565,40 @@ fn assert_every_event_folded_once(broker: &Broker, data: &Path, events: &BTreeSe
             Some(journal.len() as u64),
             "folded events and journal disagree: {profile}"
         );
+        let cards: Vec<u64> = profile["identifiers"]
+            .as_array()
+            .expect("identifiers")
+            .iter()
+            .filter_map(|identifier| {
+                let identifier = identifier.as_str().expect("an identifier");
+                identifier
+                    .strip_prefix("member_card:")?
+                    .rsplit_once(":LX88")?
+                    .1
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let [person] = cards[..] else {
+            panic!("a shopper's profile holds one member card: {profile}");
+        };
+        let money = &profile["money"]["CNY"];
+        let folded = Facts {
+            events: profile["events"].as_u64().expect("events"),
+            orders: profile["orders"].as_u64().expect("orders"),
+            returns: profile["returns"].as_u64().expect("returns"),
+            gross_minor: money["gross_minor"].as_i64().unwrap_or(0),
+            returned_minor: money["returned_minor"].as_i64().unwrap_or(0),
+        };
+        assert_eq!(
+            Some(&folded),
+            produced.get(&person),
+            "shopper {person}'s profile against the producer's records"
+        );
+        assert!(
+            shoppers.insert(person),
+            "shopper {person} has two live profiles"
+        );
         for event in journal {
             let event = event.as_str().expect("event id").to_owned();
             if let Some(other) = journals.insert(event.clone(), customer.clone()) {
@@ -540,6 +609,24 @@ fn assert_every_event_folded_once(broker: &Broker, data: &Path, events: &BTreeSe
     let folded: BTreeSet<String> = journals.into_keys().collect();
     assert_eq!(folded.len(), events.len(), "events folded");
     assert!(&folded == events, "the folded events are the resolved ones");
+    assert_eq!(
+        shoppers.len(),
+        produced.len(),
+        "every shopper has a profile"
+    );
+    let total = |facts: &mut dyn Iterator<Item = Facts>| {
+        facts.fold(Facts::default(), |sum, one| Facts {
+            events: sum.events + one.events,
+            orders: sum.orders + one.orders,
+            returns: sum.returns + one.returns,
+            gross_minor: sum.gross_minor + one.gross_minor,
+            returned_minor: sum.returned_minor + one.returned_minor,
+        })
+    };
+    eprintln!(
+        "profiles against the producer: {:?}",
+        total(&mut produced.values().copied())
+    );
     eprintln!(
         "profiles: {live} customers, {absorbed} absorbed, {} events folded",
         folded.len()

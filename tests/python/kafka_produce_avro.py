@@ -8,8 +8,10 @@ subject of its own), and over-long fields.
 
 Usage: kafka_produce_avro.py BOOTSTRAP REGISTRY_URL GOLDEN_DIR COUNT POISON_PER_MILLE OUT_JSON [RATE]
 Writes OUT_JSON.ready once every record is serialised (the registry is no longer needed), then
-produces them all (at most RATE records a second, if given) and writes OUT_JSON: one entry per record with its topic, partition, offset and
-what it is ("valid" or the poison kind).
+produces them all (at most RATE records a second, if given) and writes OUT_JSON: one entry per
+record with its topic, partition, offset, what it is ("valid" or the poison kind) and, for a valid
+one, its shopper ("person") and what it adds to their order facts ("money": SALE, RETURN or ORDER,
+with "amount_minor").
 """
 import copy
 import json
@@ -71,14 +73,23 @@ def event(topic, serial):
     value = copy.deepcopy(templates[topic])
     person = person_of(serial)
     openid, unionid, phone = f"oQx{person:08d}", f"o6_{person:08d}", f"139{person:08d}"
+    # Amounts vary by serial, and one till transaction in four is a sale, the others returns
+    # of earlier ones, so that the profiles' sums say which events were folded.
+    amount = 100 * (1 + serial % 997)
     if topic == "pos.transactions":
         value["till_id"] = f"T{serial % 17:02d}"
         value["serial"] = f"{serial:08d}"
         value["member_card"] = f"LX88{person:08d}"
         value["phone"] = phone
+        if (serial // len(FAMILIES)) % 4 == 0:
+            value["kind"], value["original_serial"] = "SALE", None
+        value["total_minor"] = amount
+        for tender in value["tenders"]:
+            tender["amount_minor"] = amount
         key = f"{value['store_id']}/{value['till_id']}"
     elif topic == "ecom.orders":
         value["order_id"] = f"E{serial:012d}"
+        value["total_minor"] = value["paid_minor"] = amount
         buyer = value["buyer"]
         buyer["platform_buyer_id"] = f"yz_open_{person:08d}"
         buyer["phone"] = f"+86 {phone}"
@@ -89,6 +100,16 @@ def event(topic, serial):
         value["openid"], value["unionid"] = openid, unionid
         key = value["openid"]
     return key, value
+
+
+def money(topic, value):
+    """What a valid record is to a profile's order facts: a sale, a return or an online order
+    (paid), and its amount; nothing for a WeChat event."""
+    if topic == "pos.transactions":
+        return value["kind"], value["total_minor"]
+    if topic == "ecom.orders":
+        return "ORDER", value["paid_minor"]
+    return None, 0
 
 
 def poison(kind, topic, key, value, ctx):
@@ -120,9 +141,10 @@ for serial in range(count):
     ctx = SerializationContext(topic, MessageField.VALUE)
     if rng.randrange(1000) < poison_per_mille:
         kind = POISON_KINDS[serial % len(POISON_KINDS)]
-        prepared.append((topic, key, poison(kind, topic, key, value, ctx), kind, None))
+        prepared.append((topic, key, poison(kind, topic, key, value, ctx), kind, None, (None, 0)))
     else:
-        prepared.append((topic, key, serializers[topic](value, ctx), "valid", person_of(serial)))
+        prepared.append((topic, key, serializers[topic](value, ctx), "valid", person_of(serial),
+                         money(topic, value)))
 open(out + ".ready", "w").write(str(foreign_id))
 
 producer = Producer({
@@ -136,16 +158,17 @@ delivered = []
 failed = []
 
 
-def report(error, message, what, person):
+def report(error, message, what, person, money):
     if error is not None:
         failed.append(str(error))
     else:
         delivered.append({"topic": message.topic(), "partition": message.partition(),
-                          "offset": message.offset(), "what": what, "person": person})
+                          "offset": message.offset(), "what": what, "person": person,
+                          "money": money[0], "amount_minor": money[1]})
 
 
 started = time.time()
-for sent, (topic, key, payload, what, person) in enumerate(prepared):
+for sent, (topic, key, payload, what, person, value_money) in enumerate(prepared):
     if rate > 0:
         ahead = sent / rate - (time.time() - started)
         if ahead > 0:
@@ -153,7 +176,7 @@ for sent, (topic, key, payload, what, person) in enumerate(prepared):
     while True:
         try:
             producer.produce(topic, key=key.encode(), value=payload,
-                             on_delivery=lambda e, m, w=what, p=person: report(e, m, w, p))
+                             on_delivery=lambda e, m, w=what, p=person, v=value_money: report(e, m, w, p, v))
             break
         except BufferError:
             producer.poll(0.05)

@@ -20,6 +20,7 @@ pub async fn dump(config: Config) -> anyhow::Result<()> {
             "merged_into": stored.redirect.map(|into| into.to_string()),
             "erased": stored.erased,
             "events": stored.state.events,
+            "identifiers": stored.state.identifiers.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "journal": stored.journal.events().map(|event| event.event_id.to_string()).collect::<Vec<_>>(),
             "orders": overall.orders,
             "returns": overall.returns,
