@@ -29,6 +29,32 @@ use kinfold_core::{CanonicalEvent, Identifier};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A map stored as its entries in key order, read back by one bulk build rather than an insert
+/// (and a search) per entry: a customer's SKUs are most of a stored state.
+mod entries {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer, K: Serialize, V: Serialize>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<
+        'de,
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+    >(
+        deserializer: D,
+    ) -> Result<BTreeMap<K, V>, D::Error> {
+        let entries: Vec<(K, V)> = Vec::deserialize(deserializer)?;
+        Ok(entries.into_iter().collect())
+    }
+}
+
 /// Microseconds in a day.
 pub const DAY_MICROS: i64 = 86_400_000_000;
 
@@ -179,7 +205,9 @@ pub struct ProfileState {
     pub online_refunds: BTreeMap<String, OrderFacts>,
     /// Till lines and online refunds' items, net (an online order's items count from the
     /// order while it is a purchase).
+    #[serde(with = "entries")]
     pub skus: BTreeMap<String, Bought>,
+    #[serde(with = "entries")]
     pub categories: BTreeMap<String, Bought>,
     /// By official account (app id).
     pub follows: BTreeMap<String, Follow>,
@@ -576,12 +604,21 @@ fn top(bought: &BTreeMap<String, Bought>, n: usize) -> Vec<(String, Bought)> {
         .iter()
         .filter(|(_, bought)| bought.units > 0)
         .collect();
-    ranked.sort_by(|(a_name, a), (b_name, b)| {
+    let order = |(a_name, a): &(&String, &Bought), (b_name, b): &(&String, &Bought)| {
         b.units
             .cmp(&a.units)
             .then(b.spend_minor.cmp(&a.spend_minor))
             .then(a_name.cmp(b_name))
-    });
+    };
+    // The first `n` in order, without ordering the rest (a customer can have bought thousands).
+    if n == 0 {
+        return Vec::new();
+    }
+    if ranked.len() > n {
+        ranked.select_nth_unstable_by(n - 1, order);
+        ranked.truncate(n);
+    }
+    ranked.sort_by(order);
     ranked
         .into_iter()
         .take(n)

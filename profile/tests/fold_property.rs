@@ -318,10 +318,11 @@ fn any_arrival_order_with_duplicates_folds_to_the_sorted_once_profile() {
         got.top_skus.clear();
         assert_eq!(got, expected, "case {case}");
         // And the incremental state is the state of folding the journal once, and survives
-        // JSON as the stage stores it.
+        // being encoded as the stage stores it.
         assert_eq!(state, fold(journal.events()), "case {case}");
-        let stored = serde_json::to_vec(&state).expect("a state serialises");
-        let back: ProfileState = serde_json::from_slice(&stored).expect("and reads back");
+        let stored = kinfold_profile::stage::encode_state(&state);
+        let back: ProfileState =
+            kinfold_profile::stage::decode_state(&stored).expect("and reads back");
         assert_eq!(back, state, "case {case}");
     }
     // The shuffles did exercise late arrivals.

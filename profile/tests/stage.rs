@@ -1,6 +1,7 @@
 //! The profile stage on the embedded log and key-value store: customers' journals and profiles
 //! from `events.resolved`, duplicates and late events, a merge and then a split, an erasure,
-//! and a second run over the whole topic that changes nothing.
+//! and a second run over the whole topic that changes nothing; a merge and its split both
+//! written before the stage reads them.
 
 mod common;
 
@@ -159,4 +160,56 @@ async fn journals_follow_duplicates_late_events_merges_splits_and_erasure() {
     assert!(erased.erased);
     assert!(erased.journal.is_empty());
     assert_eq!(erased.state, ProfileState::default());
+}
+
+/// Identity merged B into A and split them again before the profile stage caught up (as in a
+/// rebuild): the split's `moved_away` for B's events reach A before the merge's hand-over
+/// brings them there. Each profile still ends what it was, and merging again afterwards still
+/// ends with both journals in A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_and_its_split_both_ahead_of_the_stage_end_where_they_began() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let database = EmbeddedDatabase::open(directory.path()).expect("database");
+    let fixture = Fixture::new(&database).await;
+    let a = CustomerId(uuid::Uuid::from_u128(0xa));
+    let b = CustomerId(uuid::Uuid::from_u128(0xb));
+    let (a_events, b_events) = two_customers(11);
+    fixture.send(a, &a_events).await;
+    fixture.send(b, &b_events).await;
+    // The merge and the split, all written before the stage reads any of it.
+    fixture
+        .mark(b, &[ResolvedMarker::Absorbed { into: a }])
+        .await;
+    let moves: Vec<ResolvedMarker> = b_events
+        .iter()
+        .map(|event| ResolvedMarker::MovedAway {
+            event_id: event.event_id,
+            to: Some(b),
+        })
+        .collect();
+    fixture.mark(a, &moves).await;
+    fixture.mark(b, &[ResolvedMarker::Restored]).await;
+    let tally = fixture.run("profile").await;
+    // B's events went to A with the hand-over and on again to B.
+    assert_eq!(tally.transferred, 2 * b_events.len() as u64, "{tally:?}");
+
+    let a_after = fixture.state(a).await;
+    let b_after = fixture.state(b).await;
+    assert_eq!(a_after.state, fold(sorted(a_events.clone()).iter()));
+    assert_eq!(b_after.state, fold(sorted(b_events.clone()).iter()));
+    assert_eq!(b_after.redirect, None);
+    assert!(
+        a_after.moved.is_empty(),
+        "tombstones are used up: {:?}",
+        a_after.moved
+    );
+
+    // Merging again now moves B's events into A for good.
+    fixture
+        .mark(b, &[ResolvedMarker::Absorbed { into: a }])
+        .await;
+    fixture.run("profile").await;
+    let both = sorted(a_events.iter().chain(&b_events).cloned());
+    assert_eq!(fixture.state(a).await.state, fold(both.iter()));
+    assert!(fixture.state(b).await.journal.is_empty());
 }

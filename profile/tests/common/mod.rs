@@ -287,13 +287,9 @@ impl Fixture {
             .register_catalog(&Catalog::embedded())
             .await
             .expect("catalog");
-        let catalog = Catalog::embedded();
-        let current = catalog
-            .subject(CANONICAL_SUBJECT)
-            .expect("canonical subject")
-            .current();
+        // The current canonical schema: registering the catalog made it the latest.
         let schema_id = registry
-            .id_of(CANONICAL_SUBJECT, current)
+            .latest_id(CANONICAL_SUBJECT)
             .expect("canonical schema");
         log.ensure_topic(TOPIC, 4).await.expect("topic");
         Self {
