@@ -26,7 +26,7 @@
 
 use bytes::Bytes;
 use fjall::{Database, KeyspaceCreateOptions, PersistMode};
-use kinfold_benches::{Generator, GeneratorConfig};
+use kinfold_benches::{Generator, GeneratorConfig, median, quick};
 use kinfold_core::partitioner::partition_for_key;
 use kinfold_core::ports::{EventLog, OutgoingRecord};
 use kinfold_ingest::{IngestLimits, canonicalise};
@@ -43,10 +43,6 @@ const VALUE_POOL: usize = 4096;
 const RECEIVE_TIME: i64 = 1_798_761_600_000_000;
 /// The record timestamp (Kafka's, milliseconds).
 const TIMESTAMP_MILLIS: i64 = RECEIVE_TIME / 1000;
-
-fn quick() -> bool {
-    std::env::var("KINFOLD_BENCH_QUICK").is_ok_and(|value| !value.is_empty() && value != "0")
-}
 
 /// The length of a uuid string.
 const KEY_LEN: usize = 36;
@@ -356,11 +352,6 @@ fn grouped(value: f64) -> String {
     out
 }
 
-fn median(mut runs: Vec<Duration>) -> Duration {
-    runs.sort();
-    runs[runs.len() / 2]
-}
-
 /// Doubles a raw fjall run until it takes `probe`, then sizes the scenario to take `target`.
 fn calibrate(payload: &Payload, scenario: Scenario, probe: Duration, target: Duration) -> usize {
     let mut records = scenario.round(scenario.producers * scenario.batch * 4);
@@ -424,8 +415,8 @@ fn main() {
                 fjall_runs.push(fjall);
             }
         }
-        let kinfold = records as f64 / median(kinfold_runs).as_secs_f64();
-        let fjall = records as f64 / median(fjall_runs).as_secs_f64();
+        let kinfold = records as f64 / median(&mut kinfold_runs).as_secs_f64();
+        let fjall = records as f64 / median(&mut fjall_runs).as_secs_f64();
         summary.push((scenario, records, kinfold, fjall));
     }
 

@@ -21,7 +21,7 @@
 //!
 //! `KINFOLD_BENCH_QUICK=1` shrinks the record counts tenfold and the repetitions, for CI.
 
-use kinfold_benches::{Generator, GeneratorConfig};
+use kinfold_benches::{Generator, GeneratorConfig, quick};
 use kinfold_core::EventFamily;
 use kinfold_core::event::{
     EcomOrder, EcomRefund, EventBody, MembershipEvent, PosTransaction, WechatEvent,
@@ -42,10 +42,6 @@ const MIX_RECORDS: usize = 50_000;
 /// apache-avro's round trip is checked on every this many records (it is slow); Kinfold's and
 /// serde_avro_fast's on every record.
 const APACHE_CHECK_EVERY: usize = 10;
-
-fn quick() -> bool {
-    std::env::var("KINFOLD_BENCH_QUICK").is_ok_and(|value| !value.is_empty() && value != "0")
-}
 
 /// The writer schema of one family, parsed independently for each library.
 struct FamilySchema {

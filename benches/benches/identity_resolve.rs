@@ -18,7 +18,7 @@
 //! (`KINFOLD_BENCH_QUICK=1`: a smaller stream, three runs). The heap is settled before each
 //! run (see `settle_heap`). Every run checks its output: events resolved and customers made.
 
-use kinfold_benches::{Generator, GeneratorConfig};
+use kinfold_benches::{Generator, GeneratorConfig, median, quick};
 use kinfold_core::{EventId, Identifier};
 use kinfold_identity::model::{IdentityGraph, Rules};
 use kinfold_ingest::{IngestLimits, canonicalise};
@@ -28,10 +28,6 @@ use std::time::{Duration, Instant};
 
 /// The receive time given to `canonicalise`: 2027-01-01, after every generated event.
 const RECEIVE_TIME: i64 = 1_798_761_600_000_000;
-
-fn quick() -> bool {
-    std::env::var("KINFOLD_BENCH_QUICK").is_ok_and(|value| !value.is_empty() && value != "0")
-}
 
 struct Stream {
     events: Vec<(EventId, Vec<Identifier>)>,
@@ -118,11 +114,6 @@ fn union_find_run(stream: &Stream) -> (Duration, usize) {
 /// is.
 fn settle_heap() {
     drop(std::hint::black_box(Vec::<u8>::with_capacity(64 * 1024)));
-}
-
-fn median(runs: &mut [Duration]) -> Duration {
-    runs.sort();
-    runs[runs.len() / 2]
 }
 
 fn main() {

@@ -18,7 +18,7 @@
 //! Prints both rates and their ratio (Kinfold / baseline; the goal is at least 0.5).
 
 use bytes::Bytes;
-use kinfold_benches::{Generator, GeneratorConfig};
+use kinfold_benches::{Generator, GeneratorConfig, quick};
 use kinfold_core::ports::{EventLog, GroupOptions, OutgoingRecord};
 use kinfold_core::stage::{StageConfig, StageStatus};
 use kinfold_core::time::FixedClock;
@@ -38,10 +38,6 @@ const SOURCE: &str = "bench.source";
 const PARTITIONS: u32 = 8;
 /// 2040-01-01: after every generated event (a million of them run past 2027).
 const RECEIVE_TIME: i64 = 2_208_988_800_000_000;
-
-fn quick() -> bool {
-    std::env::var("KINFOLD_BENCH_QUICK").is_ok_and(|value| !value.is_empty() && value != "0")
-}
 
 async fn produce(log: &KafkaLog, registry: &SchemaRegistry, count: usize) -> u64 {
     let codecs = Codecs::new();
