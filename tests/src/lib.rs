@@ -170,9 +170,23 @@ fn dump_with(
         .collect()
 }
 
-/// The Python interpreter with the test dependencies (`KINFOLD_PYTHON`, else `python3`).
+/// The Python interpreter with the test dependencies: `KINFOLD_PYTHON`, else the environment
+/// `scripts/test` prepares (`~/.cache/kinfold-ci/venv`, or under `KINFOLD_CACHE`) if it is
+/// there, else `python3`.
 pub fn python() -> String {
-    std::env::var("KINFOLD_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+    if let Ok(python) = std::env::var("KINFOLD_PYTHON") {
+        return python;
+    }
+    let cache = std::env::var("KINFOLD_CACHE").map_or_else(
+        |_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/kinfold-ci"),
+        PathBuf::from,
+    );
+    let venv = cache.join("venv/bin/python");
+    if venv.exists() {
+        venv.display().to_string()
+    } else {
+        "python3".to_owned()
+    }
 }
 
 /// A file of the Python test helpers in `tests/python/`.
