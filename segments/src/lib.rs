@@ -1,4 +1,5 @@
 //! The segments stage: live rule-based membership, timers and triggers, and the gRPC query
 //! service. Built so far: the rule language ([`rule`]).
 
+pub mod eval;
 pub mod rule;

@@ -1,0 +1,611 @@
+//! Evaluating a rule for one customer at an instant: whether it holds, and the next instant at
+//! which it could stop or start holding with no new event (the timer that wakes the customer).
+//!
+//! Logic is three-valued: a comparison with a fact the customer does not have (no purchase yet,
+//! no birthday trait) is unknown, `not` of unknown is unknown, and a customer is a member only
+//! when the rule is known to hold. Consent, follows and tags that are not recorded are false, a
+//! store or channel never bought at counts zero.
+//!
+//! Not evaluated yet (unknown for every customer): `percentile` (it needs the population, which
+//! the segment stage keeps) and `distance` (it needs a home location and store coordinates).
+
+use crate::rule::ast::{Arg, DistanceUnit, Op, Rule, Sign, TimeUnit, Value};
+use chrono::{Datelike, NaiveDate, TimeZone};
+use kinfold_core::CanonicalEvent;
+use kinfold_core::event::{EventBody, PosTransactionKind, WechatEventType};
+use kinfold_core::time::TimestampMicros;
+use kinfold_profile::fold::DAY_MICROS;
+use kinfold_profile::{Journal, Profile};
+
+/// What a rule is evaluated over: one customer's profile (as of `now`) and journal.
+#[derive(Debug)]
+pub struct Subject<'a> {
+    pub profile: &'a Profile,
+    pub journal: &'a Journal,
+    pub now: TimestampMicros,
+    /// The customer's time zone, for calendar conditions.
+    pub time_zone: chrono_tz::Tz,
+}
+
+/// The answer for one customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// `Some(true)`: a member.
+    pub holds: Option<bool>,
+    /// The earliest instant after `now` at which the answer could change with no new event;
+    /// `None`: not before an event arrives.
+    pub next_change: Option<TimestampMicros>,
+}
+
+/// A value, and how it moves with `now`: `Instant(a, k)` is `a + k × now` (k is -1, 0 or 1).
+#[derive(Debug, Clone, PartialEq)]
+enum Val {
+    Number(f64),
+    Text(String),
+    Bool(bool),
+    Instant(i128, i128),
+    Date(NaiveDate),
+    Duration(i64),
+    Distance(f64),
+    List(Vec<Val>),
+}
+
+/// A value (unknown: `None`) and the earliest instant it could change.
+struct Eval {
+    value: Option<Val>,
+    next: Option<TimestampMicros>,
+}
+
+fn earliest(a: Option<TimestampMicros>, b: Option<TimestampMicros>) -> Option<TimestampMicros> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn known(value: Val) -> Eval {
+    Eval {
+        value: Some(value),
+        next: None,
+    }
+}
+
+const UNKNOWN: Eval = Eval {
+    value: None,
+    next: None,
+};
+
+/// Evaluates `rule` for `subject`.
+pub fn evaluate(rule: &Rule, subject: &Subject<'_>) -> Outcome {
+    let (holds, next_change) = truth(rule, subject);
+    Outcome { holds, next_change }
+}
+
+fn truth(rule: &Rule, subject: &Subject<'_>) -> (Option<bool>, Option<TimestampMicros>) {
+    match rule {
+        Rule::Or(rules) | Rule::And(rules) => {
+            let is_or = matches!(rule, Rule::Or(_));
+            let mut next = None;
+            let mut answer = Some(!is_or);
+            for inner in rules {
+                let (holds, inner_next) = truth(inner, subject);
+                next = earliest(next, inner_next);
+                answer = match (answer, holds) {
+                    (Some(done), _) if done == is_or => Some(done),
+                    (_, Some(value)) if value == is_or => Some(value),
+                    (Some(_), Some(value)) => Some(value),
+                    _ => None,
+                };
+            }
+            (answer, next)
+        }
+        Rule::Not(inner) => {
+            let (holds, next) = truth(inner, subject);
+            (holds.map(|holds| !holds), next)
+        }
+        Rule::Holds(value) => {
+            let value = eval(value, subject);
+            let holds = match value.value {
+                Some(Val::Bool(holds)) => Some(holds),
+                _ => None,
+            };
+            (holds, value.next)
+        }
+        Rule::In { value, list } => {
+            let value = eval(value, subject);
+            let holds = value.value.map(|value| {
+                list.iter()
+                    .any(|item| eval(item, subject).value.as_ref() == Some(&value))
+            });
+            (holds, value.next)
+        }
+        Rule::Compare { left, op, right } => {
+            let (left, right) = (eval(left, subject), eval(right, subject));
+            let next = earliest(left.next, right.next);
+            let (Some(a), Some(b)) = (left.value, right.value) else {
+                return (None, next);
+            };
+            compare(&a, *op, &b, subject.now, next)
+        }
+    }
+}
+
+fn ordering(op: Op, order: std::cmp::Ordering) -> bool {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    match op {
+        Op::Eq => order == Equal,
+        Op::Ne => order != Equal,
+        Op::Lt => order == Less,
+        Op::Le => order != Greater,
+        Op::Gt => order == Greater,
+        Op::Ge => order != Less,
+    }
+}
+
+fn compare(
+    a: &Val,
+    op: Op,
+    b: &Val,
+    now: TimestampMicros,
+    next: Option<TimestampMicros>,
+) -> (Option<bool>, Option<TimestampMicros>) {
+    let order = match (a, b) {
+        (Val::Number(a), Val::Number(b)) | (Val::Distance(a), Val::Distance(b)) => a.partial_cmp(b),
+        (Val::Text(a), Val::Text(b)) => Some(a.cmp(b)),
+        (Val::Bool(a), Val::Bool(b)) => Some(a.cmp(b)),
+        (Val::Date(a), Val::Date(b)) => Some(a.cmp(b)),
+        (Val::Duration(a), Val::Duration(b)) => Some(a.cmp(b)),
+        (Val::Instant(a, k), Val::Instant(b, j)) => {
+            let now = i128::from(now);
+            let holds_at = |t: i128| ordering(op, (a + k * t).cmp(&(b + j * t)));
+            let holds = holds_at(now);
+            // The sides meet where a + k·t = b + j·t: the answer changes there or one
+            // microsecond later (a strict comparison), whichever first differs from now's.
+            let mut next = next;
+            if k != j {
+                let meet = (b - a) / (k - j);
+                if let Some(at) = [meet - 1, meet, meet + 1]
+                    .into_iter()
+                    .find(|&t| t > now && holds_at(t) != holds)
+                    .and_then(|t| i64::try_from(t).ok())
+                {
+                    next = earliest(next, Some(at));
+                }
+            }
+            return (Some(holds), next);
+        }
+        _ => None,
+    };
+    (order.map(|order| ordering(op, order)), next)
+}
+
+fn duration_micros(amount: f64, unit: TimeUnit) -> i64 {
+    (amount * unit.micros() as f64).round() as i64
+}
+
+fn eval(value: &Value, subject: &Subject<'_>) -> Eval {
+    match value {
+        Value::Number(number) => known(Val::Number(*number)),
+        Value::String(text) => known(Val::Text(text.clone())),
+        Value::Bool(value) => known(Val::Bool(*value)),
+        Value::Date(date) => match NaiveDate::parse_from_str(date, "%Y-%m-%d") {
+            Ok(date) => known(Val::Date(date)),
+            Err(_) => UNKNOWN,
+        },
+        Value::Duration { amount, unit } => known(Val::Duration(duration_micros(*amount, *unit))),
+        Value::Distance { amount, unit } => known(Val::Distance(match unit {
+            DistanceUnit::Kilometres => amount * 1000.0,
+            DistanceUnit::Metres => *amount,
+        })),
+        Value::Now => known(Val::Instant(0, 1)),
+        Value::Offset { base, sign, by } => {
+            let (base, by) = (eval(base, subject), eval(by, subject));
+            let next = earliest(base.next, by.next);
+            match (base.value, by.value) {
+                (Some(Val::Instant(a, k)), Some(Val::Duration(d))) => Eval {
+                    value: Some(Val::Instant(
+                        match sign {
+                            Sign::Plus => a + i128::from(d),
+                            Sign::Minus => a - i128::from(d),
+                        },
+                        k,
+                    )),
+                    next,
+                },
+                _ => Eval { value: None, next },
+            }
+        }
+        Value::List(values) => {
+            let values: Option<Vec<Val>> = values
+                .iter()
+                .map(|value| eval(value, subject).value)
+                .collect();
+            Eval {
+                value: values.map(Val::List),
+                next: None,
+            }
+        }
+        Value::Field(path) => field(path, subject),
+        Value::Call { name, args } => call(name, args, subject),
+    }
+}
+
+fn money(profile: &Profile, pick: impl Fn(&kinfold_profile::fold::Spend) -> i64) -> Option<Val> {
+    let currency = profile.primary_currency.as_ref()?;
+    let spend = profile.overall.money.get(currency)?;
+    Some(Val::Number(pick(spend) as f64 / 100.0))
+}
+
+fn instant(at: Option<TimestampMicros>) -> Option<Val> {
+    at.map(|at| Val::Instant(i128::from(at), 0))
+}
+
+fn field(path: &[String], subject: &Subject<'_>) -> Eval {
+    let profile = subject.profile;
+    let count = |n: u64| Some(Val::Number(n as f64));
+    let number = |n: Option<f64>| n.map(Val::Number);
+    let value = match path.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["events"] => count(profile.events),
+        ["orders"] => count(profile.overall.orders),
+        ["returns"] => count(profile.overall.returns),
+        ["views"] => count(profile.views),
+        ["coupons_redeemed"] => count(profile.coupons_redeemed),
+        ["net_spend"] => money(profile, |spend| spend.net_minor()),
+        ["gross_spend"] => money(profile, |spend| spend.gross_minor),
+        ["returned_spend"] => money(profile, |spend| spend.returned_minor),
+        ["average_order_value"] => {
+            number(profile.average_order_value_minor.map(|v| v as f64 / 100.0))
+        }
+        ["lifetime_value"] => number(profile.lifetime_value_minor.map(|v| v as f64 / 100.0)),
+        ["mean_purchase_interval_days"] => number(profile.mean_purchase_interval_days),
+        ["coupon_use_rate"] => number(profile.coupon_use_rate),
+        ["first_purchase_at"] => instant(profile.overall.first_purchase),
+        ["last_purchase_at"] => instant(profile.overall.last_purchase),
+        ["last_event_at"] => instant(
+            subject
+                .journal
+                .events()
+                .next_back()
+                .map(|event| event.event_time),
+        ),
+        ["primary_currency"] => profile.primary_currency.clone().map(Val::Text),
+        ["recency_days"] | ["rfm", "r"] => {
+            // Both move at each whole day after the last purchase.
+            let Some(last) = profile.overall.last_purchase else {
+                return UNKNOWN;
+            };
+            let days = (subject.now - last).max(0) / DAY_MICROS;
+            let next = Some(last + (days + 1) * DAY_MICROS);
+            let value = match path[0].as_str() {
+                "recency_days" => Val::Number(days as f64),
+                _ => Val::Number(f64::from(profile.rfm.as_ref().map_or(0, |rfm| rfm.r))),
+            };
+            return Eval {
+                value: Some(value),
+                next,
+            };
+        }
+        ["rfm", "f"] => profile
+            .rfm
+            .as_ref()
+            .map(|rfm| Val::Number(f64::from(rfm.f))),
+        ["rfm", "m"] => profile
+            .rfm
+            .as_ref()
+            .map(|rfm| Val::Number(f64::from(rfm.m))),
+        ["trait", name] => profile
+            .traits
+            .get(name)
+            .map(|dated| Val::Text(dated.value.clone())),
+        ["consent", purpose] => Some(Val::Bool(
+            profile.consent.get(purpose).is_some_and(|c| c.granted),
+        )),
+        ["follows", app] => Some(Val::Bool(
+            profile.follows.get(app).is_some_and(|f| f.following),
+        )),
+        // Dynamic tags come with the segment stage; no static tag is folded yet.
+        ["tag", _] => Some(Val::Bool(false)),
+        ["store", store] => count(profile.stores.get(store).copied().unwrap_or(0)),
+        ["channel", channel, fact] => {
+            let facts = profile.channels.get(channel);
+            match fact {
+                "orders" => count(facts.map_or(0, |f| f.orders)),
+                "returns" => count(facts.map_or(0, |f| f.returns)),
+                "net_spend" => {
+                    let currency = profile.primary_currency.as_deref().unwrap_or_default();
+                    Some(Val::Number(
+                        facts
+                            .and_then(|f| f.money.get(currency))
+                            .map_or(0, |spend| spend.net_minor()) as f64
+                            / 100.0,
+                    ))
+                }
+                "first_purchase_at" => instant(facts.and_then(|f| f.first_purchase)),
+                "last_purchase_at" => instant(facts.and_then(|f| f.last_purchase)),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    Eval { value, next: None }
+}
+
+/// One journal event as the journal functions see it.
+struct Happening<'a> {
+    kind: &'static str,
+    /// An online order's key: its versions count once, at the first that is a purchase.
+    order: Option<(&'a str, &'a str, &'a str)>,
+    at: TimestampMicros,
+    channel: &'a str,
+    store: Option<&'a str>,
+    /// (sku, category, net spend of the line)
+    lines: Vec<(&'a str, Option<&'a str>, i64)>,
+}
+
+fn happening(event: &CanonicalEvent) -> Option<Happening<'_>> {
+    let at = event.event_time;
+    Some(match &event.body {
+        EventBody::PosTransaction(t) => {
+            let sign = match t.kind {
+                PosTransactionKind::Sale => 1,
+                PosTransactionKind::Return => -1,
+            };
+            Happening {
+                kind: match t.kind {
+                    PosTransactionKind::Sale => "purchase",
+                    PosTransactionKind::Return => "return",
+                },
+                order: None,
+                at,
+                channel: "pos",
+                store: Some(&t.store_id),
+                lines: t
+                    .lines
+                    .iter()
+                    .map(|line| {
+                        (
+                            line.sku.as_str(),
+                            line.category.as_deref(),
+                            sign * (line.quantity * line.unit_price_minor - line.discount_minor),
+                        )
+                    })
+                    .collect(),
+            }
+        }
+        EventBody::EcomOrder(order) => Happening {
+            kind: match order.status.as_str() {
+                "paid" | "shipped" | "completed" => "purchase",
+                "cancelled" => "cancel",
+                _ => "order",
+            },
+            order: Some((order.platform.as_str(), &order.shop_id, &order.order_id)),
+            at,
+            channel: order.platform.as_str(),
+            store: None,
+            lines: order
+                .items
+                .iter()
+                .map(|item| {
+                    (
+                        item.sku.as_str(),
+                        item.category.as_deref(),
+                        item.quantity * item.unit_price_minor - item.discount_minor,
+                    )
+                })
+                .collect(),
+        },
+        EventBody::EcomRefund(refund) => Happening {
+            kind: "refund",
+            order: None,
+            at,
+            channel: refund.platform.as_str(),
+            store: None,
+            lines: Vec::new(),
+        },
+        EventBody::Wechat(wechat) => Happening {
+            kind: wechat.event_type.as_str(),
+            order: None,
+            at,
+            channel: "wechat",
+            store: None,
+            lines: match (wechat.event_type, wechat.sku.as_deref()) {
+                (WechatEventType::View, Some(sku)) => vec![(sku, None, 0)],
+                _ => Vec::new(),
+            },
+        },
+        EventBody::Membership(membership) => Happening {
+            kind: membership.event_type.as_str(),
+            order: None,
+            at,
+            channel: "membership",
+            store: None,
+            lines: Vec::new(),
+        },
+    })
+}
+
+fn texts(value: &Val) -> Vec<&str> {
+    match value {
+        Val::Text(text) => vec![text.as_str()],
+        Val::List(values) => values
+            .iter()
+            .filter_map(|value| match value {
+                Val::Text(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn call(name: &str, args: &[Arg], subject: &Subject<'_>) -> Eval {
+    let arg = |wanted: &str| {
+        args.iter()
+            .find(|arg| arg.name.as_deref() == Some(wanted))
+            .and_then(|arg| eval(&arg.value, subject).value)
+    };
+    match name {
+        "count" | "spend" | "bought" => journal_function(name, &arg, subject),
+        "birthday_within" => {
+            let Some(Val::Duration(window)) =
+                args.first().and_then(|a| eval(&a.value, subject).value)
+            else {
+                return UNKNOWN;
+            };
+            birthday_within(subject, window)
+        }
+        "has" => {
+            let Some(Val::Text(kind)) = args.first().and_then(|a| eval(&a.value, subject).value)
+            else {
+                return UNKNOWN;
+            };
+            known(Val::Bool(
+                subject
+                    .profile
+                    .identifiers
+                    .iter()
+                    .any(|identifier| identifier.kind.as_str() == kind),
+            ))
+        }
+        // The population and places are not kept yet.
+        _ => UNKNOWN,
+    }
+}
+
+fn journal_function(name: &str, arg: &dyn Fn(&str) -> Option<Val>, subject: &Subject<'_>) -> Eval {
+    let kinds = arg("type");
+    let skus = arg("sku");
+    let categories = arg("category");
+    let stores = arg("store");
+    let channels = arg("channel");
+    let window = match arg("within") {
+        Some(Val::Duration(window)) => Some(window),
+        _ => None,
+    };
+    let now = subject.now;
+    let mut total = 0i64;
+    let mut count = 0u64;
+    let mut next = None;
+    let mut counted_orders = std::collections::HashSet::new();
+    for event in subject.journal.events() {
+        let Some(happening) = happening(event) else {
+            continue;
+        };
+        let wanted_kind = kinds
+            .as_ref()
+            .is_none_or(|kinds| texts(kinds).contains(&happening.kind));
+        let purchase_only = name != "count";
+        if (purchase_only && !matches!(happening.kind, "purchase" | "return"))
+            || !wanted_kind
+            || channels
+                .as_ref()
+                .is_some_and(|c| !texts(c).contains(&happening.channel))
+            || stores.as_ref().is_some_and(|s| {
+                !happening
+                    .store
+                    .is_some_and(|store| texts(s).contains(&store))
+            })
+        {
+            continue;
+        }
+        // In the window [now - within, now]: it enters at its time and leaves `within` later.
+        if happening.at > now {
+            next = earliest(next, Some(happening.at));
+            continue;
+        }
+        if let Some(window) = window {
+            let leaves = happening.at + window + 1;
+            if leaves <= now {
+                continue;
+            }
+            next = earliest(next, Some(leaves));
+        }
+        let lines: Vec<&(&str, Option<&str>, i64)> = happening
+            .lines
+            .iter()
+            .filter(|(sku, category, _)| {
+                skus.as_ref().is_none_or(|s| texts(s).contains(sku))
+                    && categories.as_ref().is_none_or(|c| {
+                        category.is_some_and(|category| texts(c).contains(&category))
+                    })
+            })
+            .collect();
+        let filtered = skus.is_some() || categories.is_some();
+        if filtered && lines.is_empty() {
+            continue;
+        }
+        if let Some(order) = happening.order
+            && !counted_orders.insert(order)
+        {
+            continue;
+        }
+        count += 1;
+        total += lines.iter().map(|(_, _, spend)| spend).sum::<i64>();
+    }
+    let value = match name {
+        "count" => Val::Number(count as f64),
+        "spend" => Val::Number(total as f64 / 100.0),
+        _ => Val::Bool(count > 0),
+    };
+    Eval {
+        value: Some(value),
+        next,
+    }
+}
+
+/// The instant a calendar day starts in `zone`.
+fn day_start(zone: chrono_tz::Tz, day: NaiveDate) -> Option<TimestampMicros> {
+    let midnight = day.and_hms_opt(0, 0, 0)?;
+    let start = zone.from_local_datetime(&midnight).earliest()?;
+    Some(start.timestamp_micros())
+}
+
+/// The birthday on or after `today`'s year (29 February falls on 28 February in other years).
+fn birthday_in(year: i32, month: u32, day: u32) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(year, month, day)
+        .or_else(|| NaiveDate::from_ymd_opt(year, month, day - 1))
+}
+
+fn birthday_within(subject: &Subject<'_>, window: i64) -> Eval {
+    let Some(birthday) = subject
+        .profile
+        .traits
+        .get("birthday")
+        .and_then(|dated| NaiveDate::parse_from_str(&dated.value, "%Y-%m-%d").ok())
+    else {
+        return UNKNOWN;
+    };
+    let zone = subject.time_zone;
+    let now = subject.now;
+    let Some(today) =
+        chrono::DateTime::from_timestamp_micros(now).map(|at| at.with_timezone(&zone).date_naive())
+    else {
+        return UNKNOWN;
+    };
+    // Whole days ahead the window reaches (7d: the birthday is today or in the next 7 days).
+    let days = window / DAY_MICROS;
+    let mut holds = false;
+    let mut next = None;
+    for year in [today.year() - 1, today.year(), today.year() + 1] {
+        let Some(date) = birthday_in(year, birthday.month(), birthday.day()) else {
+            continue;
+        };
+        // In the window from `date - days` to the end of `date`.
+        let opens = date - chrono::Days::new(u64::try_from(days).unwrap_or(0));
+        let closes = date + chrono::Days::new(1);
+        if opens <= today && today < closes {
+            holds = true;
+        }
+        for edge in [opens, closes] {
+            if let Some(at) = day_start(zone, edge)
+                && at > now
+            {
+                next = earliest(next, Some(at));
+            }
+        }
+    }
+    Eval {
+        value: Some(Val::Bool(holds)),
+        next,
+    }
+}

@@ -1,0 +1,236 @@
+//! Evaluating rules for one customer as time passes: the dormant segment leaves on a purchase
+//! and comes back on the 90th quiet day; and for random journals and rules, nothing flips
+//! before the instant the evaluation says it could (the timer that wakes the customer), and
+//! window counts agree with a count written here.
+
+use kinfold_core::event::EventBody;
+use kinfold_core::{CanonicalEvent, EventId};
+use kinfold_profile::fold::DAY_MICROS;
+use kinfold_profile::{Journal, ProfileRules, fold};
+use kinfold_segments::eval::{Outcome, Subject, evaluate};
+use kinfold_segments::rule::{Rule, parse};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+/// 2026-01-01T00:00:00Z.
+const START: i64 = 1_767_225_600_000_000;
+
+fn event(id: u128, time: i64, body: serde_json::Value) -> CanonicalEvent {
+    CanonicalEvent {
+        event_id: EventId(uuid::Uuid::from_u128(id)),
+        event_type: "test".to_owned(),
+        event_time: time,
+        receive_time: time,
+        origin: "test".to_owned(),
+        identifiers: Vec::new(),
+        body: serde_json::from_value::<EventBody>(body).expect("an event body"),
+    }
+}
+
+fn sale(id: u128, time: i64, sku: &str, category: &str, store: &str, price: i64) -> CanonicalEvent {
+    event(
+        id,
+        time,
+        json!({"kinfold.pos.PosTransaction": {
+            "kind": "SALE", "brand": "b", "store_id": store, "till_id": "t", "serial": id.to_string(),
+            "business_day": "2026-01-01", "occurred_at_local": "2026-01-01T10:00:00",
+            "currency": "CNY", "total_minor": price, "tenders": [],
+            "lines": [{"sku": sku, "category": category, "quantity": 1, "unit_price_minor": price, "discount_minor": 0}],
+        }}),
+    )
+}
+
+fn view(id: u128, time: i64, sku: &str) -> CanonicalEvent {
+    event(
+        id,
+        time,
+        json!({"kinfold.wechat.WechatEvent": {
+            "event_type": "VIEW", "app_id": "wx1", "occurred_at": time, "sku": sku,
+        }}),
+    )
+}
+
+fn birthday(id: u128, time: i64, date: &str) -> CanonicalEvent {
+    event(
+        id,
+        time,
+        json!({"kinfold.membership.MembershipEvent": {
+            "event_type": "PROFILE_UPDATED", "brand": "b", "member_card": "m1",
+            "event_ref": id.to_string(), "occurred_at": time, "birthday": date,
+        }}),
+    )
+}
+
+/// The rule for the customer whose journal is `events`, at `now` (the journal as it stood
+/// then: events after `now` have not happened yet).
+fn at(rule: &Rule, events: &[CanonicalEvent], now: i64) -> Outcome {
+    let journal = Journal::of(events.iter().filter(|e| e.event_time <= now).cloned());
+    let profile = fold(journal.events()).profile(&ProfileRules::default_rules(), now);
+    evaluate(
+        rule,
+        &Subject {
+            profile: &profile,
+            journal: &journal,
+            now,
+            time_zone: chrono_tz::Asia::Shanghai,
+        },
+    )
+}
+
+#[test]
+fn dormant_leaves_on_a_purchase_and_enters_on_the_90th_quiet_day() {
+    let dormant = parse("last_purchase_at < now - 90d").expect("parses");
+    let first = START;
+    let mut events = vec![sale(1, first, "a", "tea", "s1", 1000)];
+    let day_after = at(&dormant, &events, first + DAY_MICROS);
+    assert_eq!(day_after.holds, Some(false));
+    // Strictly before `now - 90d`: it enters one microsecond after the 90th day ends.
+    let enters = first + 90 * DAY_MICROS + 1;
+    assert_eq!(day_after.next_change, Some(enters));
+    assert_eq!(at(&dormant, &events, enters - 1).holds, Some(false));
+    assert_eq!(at(&dormant, &events, enters).holds, Some(true));
+    // A purchase on day 100: out, until day 190.
+    let second = first + 100 * DAY_MICROS;
+    events.push(sale(2, second, "b", "tea", "s1", 500));
+    let after = at(&dormant, &events, second);
+    assert_eq!(after.holds, Some(false));
+    assert_eq!(after.next_change, Some(second + 90 * DAY_MICROS + 1));
+    // No purchase at all: unknown, never a member.
+    assert_eq!(at(&dormant, &[], first).holds, None);
+    assert_eq!(
+        at(
+            &parse("not last_purchase_at < now - 90d").expect("parses"),
+            &[],
+            first
+        )
+        .holds,
+        None
+    );
+}
+
+#[test]
+fn a_birthday_window_opens_seven_days_before_in_the_customers_time_zone() {
+    let rule = parse("birthday_within(7d)").expect("parses");
+    let events = vec![birthday(1, START, "1990-03-15")];
+    // 2026-03-08T00:00 in Shanghai is 2026-03-07T16:00Z.
+    let opens = 1_772_899_200_000_000;
+    let before = at(&rule, &events, opens - 3_600_000_000);
+    assert_eq!(before.holds, Some(false));
+    assert_eq!(before.next_change, Some(opens));
+    assert_eq!(at(&rule, &events, opens).holds, Some(true));
+    // It closes when the birthday (in Shanghai) is over: 2026-03-16T00:00+08.
+    let closes = opens + 8 * DAY_MICROS;
+    let during = at(&rule, &events, opens + DAY_MICROS);
+    assert_eq!(during.next_change, Some(closes));
+    assert_eq!(at(&rule, &events, closes - 1).holds, Some(true));
+    assert_eq!(at(&rule, &events, closes).holds, Some(false));
+}
+
+const SKUS: [(&str, &str); 3] = [("a", "tea"), ("b", "tea"), ("c", "cups")];
+
+fn journal(rng: &mut StdRng) -> Vec<CanonicalEvent> {
+    let mut events = Vec::new();
+    for id in 0..rng.random_range(0..12u128) {
+        let time = START + rng.random_range(0..120 * DAY_MICROS);
+        let (sku, category) = SKUS[rng.random_range(0..SKUS.len())];
+        events.push(match rng.random_range(0..3) {
+            0 => view(id, time, sku),
+            1 => birthday(
+                id,
+                time,
+                &format!(
+                    "1990-{:02}-{:02}",
+                    rng.random_range(1..13),
+                    rng.random_range(1..29)
+                ),
+            ),
+            _ => sale(
+                id,
+                time,
+                sku,
+                category,
+                &format!("s{}", rng.random_range(1..3)),
+                rng.random_range(100..5_000),
+            ),
+        });
+    }
+    events
+}
+
+const ATOMS: &[&str] = &[
+    "last_purchase_at < now - 30d",
+    "first_purchase_at >= now - 2w + 12h",
+    r#"count(type = "view", within = 14d) >= 2"#,
+    r#"bought(sku = "a", within = 30d)"#,
+    r#"spend(category = "tea", within = 60d) > 20"#,
+    r#"count(type = "purchase", store = "s1") >= 2"#,
+    "birthday_within(7d)",
+    "recency_days >= 10",
+    "orders >= 2",
+];
+
+fn rule(rng: &mut StdRng) -> Rule {
+    let atom = |rng: &mut StdRng| parse(ATOMS[rng.random_range(0..ATOMS.len())]).expect("atom");
+    match rng.random_range(0..4) {
+        0 => atom(rng),
+        1 => Rule::Not(Box::new(atom(rng))),
+        2 => Rule::And(vec![atom(rng), atom(rng)]),
+        _ => Rule::Or(vec![atom(rng), Rule::Not(Box::new(atom(rng)))]),
+    }
+}
+
+#[test]
+fn nothing_flips_before_the_next_change_and_window_counts_agree() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let views_in_window = parse(r#"count(type = "view", within = 14d) >= 2"#).expect("parses");
+    let mut flips_seen = 0;
+    for case in 0..400 {
+        let events = journal(&mut rng);
+        let rule = rule(&mut rng);
+        let now = START + rng.random_range(0..150 * DAY_MICROS);
+        // Events in the future have not happened: the journal is as of `now`, and later
+        // instants see no new event (the timer's promise is about time alone).
+        let past: Vec<CanonicalEvent> = events
+            .iter()
+            .filter(|e| e.event_time <= now)
+            .cloned()
+            .collect();
+        let first = at(&rule, &past, now);
+        let horizon = first
+            .next_change
+            .unwrap_or(now + 200 * DAY_MICROS)
+            .min(now + 200 * DAY_MICROS);
+        let mut probes: Vec<i64> = (0..40)
+            .map(|_| rng.random_range(now..horizon.max(now + 1)))
+            .collect();
+        probes.push(horizon - 1);
+        for probe in probes.into_iter().filter(|&t| t >= now && t < horizon) {
+            assert_eq!(
+                at(&rule, &past, probe).holds,
+                first.holds,
+                "case {case}: `{rule}` flipped at {probe}, before {:?} (now {now})",
+                first.next_change
+            );
+        }
+        if let Some(next) = first.next_change
+            && at(&rule, &past, next).holds != first.holds
+        {
+            flips_seen += 1;
+        }
+        // An independent count: views within the 14 days up to now.
+        let views = past
+            .iter()
+            .filter(|e| {
+                matches!(e.body, EventBody::Wechat(_)) && e.event_time >= now - 14 * DAY_MICROS
+            })
+            .count();
+        assert_eq!(
+            at(&views_in_window, &past, now).holds,
+            Some(views >= 2),
+            "case {case}"
+        );
+    }
+    // The timers are not only safe but useful: many of them land on a real flip.
+    assert!(flips_seen > 20, "{flips_seen} flips at the next change");
+}
