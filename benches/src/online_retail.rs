@@ -3,18 +3,16 @@
 //! does, as one journal per card (a card is its customer's only identifier in this data set,
 //! so identity resolution makes one customer of each).
 
-use kinfold_core::CanonicalEvent;
 use kinfold_core::event::EventBody;
-use kinfold_ingest::{IngestLimits, canonicalise, online_retail};
+use kinfold_ingest::online_retail;
 use kinfold_profile::Journal;
-use std::collections::HashMap;
 use std::path::Path;
 
 /// The file, in the shared data sets.
 pub const FILE: &str = "online_retail_II_2009-2010.csv.gz";
 
 /// The receive time given to `canonicalise`: 2011-01-01, after every invoice.
-pub const RECEIVED: i64 = 1_293_840_000_000_000;
+pub use kinfold_ingest::online_retail::RECEIVED;
 
 /// The members' journals.
 #[derive(Debug)]
@@ -35,20 +33,19 @@ impl Members {
 /// Reads the data set at `path`.
 pub fn members(path: &Path) -> Members {
     let file = online_retail::read_path(path).expect("reads the Online Retail data set");
-    let limits = IngestLimits::default();
-    let mut by_card: HashMap<String, Vec<CanonicalEvent>> = HashMap::new();
-    let mut lines = 0;
-    for invoice in file.invoices {
-        let Some(card) = invoice.transaction.member_card.clone() else {
-            continue;
-        };
-        lines += invoice.transaction.lines.len();
-        let body = EventBody::PosTransaction(invoice.transaction);
-        let canonical = canonicalise(body, "import:online-retail", RECEIVED, &limits)
-            .expect("an imported invoice canonicalises");
-        by_card.entry(card).or_default().push(canonical.event);
-    }
-    let mut journals: Vec<Journal> = by_card.into_values().map(Journal::of).collect();
+    let members = online_retail::member_events(file);
+    let lines = members
+        .iter()
+        .flat_map(|(_, events)| events)
+        .map(|event| match &event.body {
+            EventBody::PosTransaction(transaction) => transaction.lines.len(),
+            _ => 0,
+        })
+        .sum();
+    let mut journals: Vec<Journal> = members
+        .into_iter()
+        .map(|(_, events)| Journal::of(events))
+        .collect();
     journals.sort_by_key(Journal::last_key);
     Members { journals, lines }
 }

@@ -281,3 +281,30 @@ fn csv_line(record: &csv::StringRecord) -> Result<String, csv::Error> {
     Ok(String::from_utf8(bytes)
         .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned()))
 }
+
+/// The receive time the members' events are given: 2011-01-01, after every invoice.
+pub const RECEIVED: i64 = 1_293_840_000_000_000;
+
+/// The invoices of `file` with a member card, canonicalised as ingest does, by card (in the
+/// order the cards first appear; each card's events in invoice order): the data set's
+/// customers, since a card is a member's only identifier in it.
+pub fn member_events(file: OnlineRetail) -> Vec<(String, Vec<kinfold_core::CanonicalEvent>)> {
+    let limits = crate::IngestLimits::default();
+    let mut index_of: HashMap<String, usize> = HashMap::new();
+    let mut members: Vec<(String, Vec<kinfold_core::CanonicalEvent>)> = Vec::new();
+    for invoice in file.invoices {
+        let Some(card) = invoice.transaction.member_card.clone() else {
+            continue;
+        };
+        let body = kinfold_core::event::EventBody::PosTransaction(invoice.transaction);
+        let event = crate::canonicalise(body, "import:online-retail", RECEIVED, &limits)
+            .expect("an imported invoice canonicalises")
+            .event;
+        let at = *index_of.entry(card.clone()).or_insert_with(|| {
+            members.push((card, Vec::new()));
+            members.len() - 1
+        });
+        members[at].1.push(event);
+    }
+    members
+}

@@ -6,8 +6,9 @@
 //! when the rule is known to hold. Consent, follows and tags that are not recorded are false, a
 //! store or channel never bought at counts zero.
 //!
-//! Not evaluated yet (unknown for every customer): `percentile` (it needs the population, which
-//! the segment stage keeps) and `distance` (it needs a home location and store coordinates).
+//! `percentile` ranks the customer in a [`Population`] gathered beforehand (unknown without
+//! one). Not evaluated yet (unknown for every customer): `distance`, which needs home
+//! locations and store coordinates.
 
 use crate::rule::ast::{Arg, DistanceUnit, Op, Rule, Sign, TimeUnit, Value};
 use chrono::{Datelike, NaiveDate, TimeZone};
@@ -25,6 +26,100 @@ pub struct Subject<'a> {
     pub now: TimestampMicros,
     /// The customer's time zone, for calendar conditions.
     pub time_zone: chrono_tz::Tz,
+    /// Every customer's values of the rule's `percentile` arguments; without it a percentile
+    /// is unknown.
+    pub population: Option<&'a Population>,
+}
+
+/// The population's values of each `percentile(...)` argument, for ranking one customer
+/// among them. Built by evaluating the arguments for every customer (a full pass: the
+/// segment stage refreshes it on a schedule).
+#[derive(Debug, Default, Clone)]
+pub struct Population {
+    /// By the argument's text: every known value, ascending.
+    values: std::collections::HashMap<String, Vec<f64>>,
+}
+
+impl Population {
+    /// Gathers, for each `percentile` in `rule`, its argument's value for every customer.
+    pub fn gather<'a>(rule: &Rule, subjects: impl IntoIterator<Item = Subject<'a>>) -> Self {
+        let mut arguments = Vec::new();
+        percentile_arguments(rule, &mut arguments);
+        let mut values: std::collections::HashMap<String, Vec<f64>> = arguments
+            .iter()
+            .map(|argument| (argument.to_string(), Vec::new()))
+            .collect();
+        if arguments.is_empty() {
+            return Self { values };
+        }
+        for subject in subjects {
+            for argument in &arguments {
+                if let Some(Val::Number(value)) = eval(argument, &subject).value {
+                    values
+                        .get_mut(&argument.to_string())
+                        .expect("gathered")
+                        .push(value);
+                }
+            }
+        }
+        for list in values.values_mut() {
+            list.sort_by(f64::total_cmp);
+        }
+        Self { values }
+    }
+
+    /// `value`'s percentile among `argument`'s values: the share of the others below it, 0
+    /// to 100 (SQL's `percent_rank`, times 100).
+    fn percentile(&self, argument: &Value, value: f64) -> Option<f64> {
+        let values = self.values.get(&argument.to_string())?;
+        let below = values.partition_point(|other| *other < value);
+        Some(if values.len() <= 1 {
+            0.0
+        } else {
+            100.0 * below as f64 / (values.len() - 1) as f64
+        })
+    }
+}
+
+fn percentile_arguments<'a>(rule: &'a Rule, out: &mut Vec<&'a Value>) {
+    fn in_value<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+        match value {
+            Value::Call { name, args } => {
+                if name == "percentile"
+                    && let Some(first) = args.first()
+                    && !out.contains(&&first.value)
+                {
+                    out.push(&first.value);
+                }
+                for arg in args {
+                    in_value(&arg.value, out);
+                }
+            }
+            Value::Offset { base, by, .. } => {
+                in_value(base, out);
+                in_value(by, out);
+            }
+            Value::List(values) => values.iter().for_each(|value| in_value(value, out)),
+            _ => {}
+        }
+    }
+    match rule {
+        Rule::Or(rules) | Rule::And(rules) => {
+            rules
+                .iter()
+                .for_each(|rule| percentile_arguments(rule, out));
+        }
+        Rule::Not(rule) => percentile_arguments(rule, out),
+        Rule::Compare { left, right, .. } => {
+            in_value(left, out);
+            in_value(right, out);
+        }
+        Rule::In { value, list } => {
+            in_value(value, out);
+            list.iter().for_each(|value| in_value(value, out));
+        }
+        Rule::Holds(value) => in_value(value, out),
+    }
 }
 
 /// The answer for one customer.
@@ -467,7 +562,18 @@ fn call(name: &str, args: &[Arg], subject: &Subject<'_>) -> Eval {
                     .any(|identifier| identifier.kind.as_str() == kind),
             ))
         }
-        // The population and places are not kept yet.
+        "percentile" => {
+            let (Some(population), Some(argument)) = (subject.population, args.first()) else {
+                return UNKNOWN;
+            };
+            match eval(&argument.value, subject).value {
+                Some(Val::Number(value)) => population
+                    .percentile(&argument.value, value)
+                    .map_or(UNKNOWN, |rank| known(Val::Number(rank))),
+                _ => UNKNOWN,
+            }
+        }
+        // Home locations and store coordinates are not kept yet.
         _ => UNKNOWN,
     }
 }
@@ -494,8 +600,13 @@ fn journal_function(name: &str, arg: &dyn Fn(&str) -> Option<Val>, subject: &Sub
         let wanted_kind = kinds
             .as_ref()
             .is_none_or(|kinds| texts(kinds).contains(&happening.kind));
-        let purchase_only = name != "count";
-        if (purchase_only && !matches!(happening.kind, "purchase" | "return"))
+        // `spend` nets purchases and returns; `bought` is purchases only.
+        let counts = match name {
+            "count" => true,
+            "spend" => matches!(happening.kind, "purchase" | "return"),
+            _ => happening.kind == "purchase",
+        };
+        if !counts
             || !wanted_kind
             || channels
                 .as_ref()

@@ -74,6 +74,7 @@ fn at(rule: &Rule, events: &[CanonicalEvent], now: i64) -> Outcome {
             journal: &journal,
             now,
             time_zone: chrono_tz::Asia::Shanghai,
+            population: None,
         },
     )
 }
