@@ -2,4 +2,5 @@
 //! service. Built so far: the rule language ([`rule`]).
 
 pub mod eval;
+pub mod membership;
 pub mod rule;
