@@ -720,3 +720,105 @@ fn birthday_within(subject: &Subject<'_>, window: i64) -> Eval {
         next,
     }
 }
+
+/// Why a rule holds or not for one customer: each clause with its answer and the values it
+/// compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The clause, as rule text.
+    pub clause: String,
+    pub holds: Option<bool>,
+    /// What its sides came to: (the side as written, its value).
+    pub values: Vec<(String, String)>,
+    /// The clauses it is made of (`and`, `or`, `not`).
+    pub parts: Vec<Explanation>,
+}
+
+impl Explanation {
+    /// The explanation as indented lines: `yes`, `no` or `unknown`, then the clause and values.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        self.write(0, &mut lines);
+        lines
+    }
+
+    fn write(&self, depth: usize, lines: &mut Vec<String>) {
+        let answer = match self.holds {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown",
+        };
+        let values = self
+            .values
+            .iter()
+            .map(|(side, value)| format!("{side} = {value}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let values = if values.is_empty() {
+            String::new()
+        } else {
+            format!(" ({values})")
+        };
+        lines.push(format!(
+            "{}{answer}: {}{values}",
+            "  ".repeat(depth),
+            self.clause
+        ));
+        for part in &self.parts {
+            part.write(depth + 1, lines);
+        }
+    }
+}
+
+fn show(value: Option<&Val>, now: TimestampMicros) -> String {
+    let Some(value) = value else {
+        return "unknown".to_owned();
+    };
+    match value {
+        Val::Number(number) => format!("{number}"),
+        Val::Text(text) => format!("{text:?}"),
+        Val::Bool(value) => value.to_string(),
+        Val::Instant(a, k) => i64::try_from(a + k * i128::from(now))
+            .ok()
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .map_or_else(|| "out of range".to_owned(), |at| at.to_rfc3339()),
+        Val::Date(date) => date.to_string(),
+        Val::Duration(micros) if micros % DAY_MICROS == 0 => format!("{}d", micros / DAY_MICROS),
+        Val::Duration(micros) => format!("{}s", *micros as f64 / 1e6),
+        Val::Distance(metres) => format!("{metres}m"),
+        Val::List(values) => format!(
+            "[{}]",
+            values
+                .iter()
+                .map(|value| show(Some(value), now))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Explains `rule` for `subject`: the same answers as [`evaluate`], clause by clause.
+pub fn explain(rule: &Rule, subject: &Subject<'_>) -> Explanation {
+    let (holds, _) = truth(rule, subject);
+    let side = |value: &Value| {
+        (
+            value.to_string(),
+            show(eval(value, subject).value.as_ref(), subject.now),
+        )
+    };
+    let (values, parts) = match rule {
+        Rule::Or(rules) | Rule::And(rules) => (
+            Vec::new(),
+            rules.iter().map(|rule| explain(rule, subject)).collect(),
+        ),
+        Rule::Not(inner) => (Vec::new(), vec![explain(inner, subject)]),
+        Rule::Compare { left, right, .. } => (vec![side(left), side(right)], Vec::new()),
+        Rule::In { value, .. } | Rule::Holds(value) => (vec![side(value)], Vec::new()),
+    };
+    Explanation {
+        clause: rule.to_string(),
+        holds,
+        values,
+        parts,
+    }
+}

@@ -235,3 +235,34 @@ fn nothing_flips_before_the_next_change_and_window_counts_agree() {
     // The timers are not only safe but useful: many of them land on a real flip.
     assert!(flips_seen > 20, "{flips_seen} flips at the next change");
 }
+
+#[test]
+fn an_explanation_gives_each_clause_its_answer_and_values() {
+    use kinfold_segments::eval::explain;
+    let rule = parse(r#"last_purchase_at < now - 90d and (orders >= 2 or not bought(sku = "a"))"#)
+        .expect("parses");
+    let events = vec![sale(1, START, "a", "tea", "s1", 1000)];
+    let now = START + 100 * DAY_MICROS;
+    let journal = Journal::of(events.iter().cloned());
+    let profile = fold(journal.events()).profile(&ProfileRules::default_rules(), now);
+    let subject = Subject {
+        profile: &profile,
+        journal: &journal,
+        now,
+        time_zone: chrono_tz::Asia::Shanghai,
+        population: None,
+    };
+    let explanation = explain(&rule, &subject);
+    assert_eq!(explanation.holds, evaluate(&rule, &subject).holds);
+    assert_eq!(
+        explanation.lines(),
+        [
+            r#"no: last_purchase_at < now - 90d and (orders >= 2 or not bought(sku = "a"))"#,
+            "  yes: last_purchase_at < now - 90d (last_purchase_at = 2026-01-01T00:00:00+00:00, now - 90d = 2026-01-11T00:00:00+00:00)",
+            r#"  no: orders >= 2 or not bought(sku = "a")"#,
+            "    no: orders >= 2 (orders = 1, 2 = 2)",
+            r#"    no: not bought(sku = "a")"#,
+            r#"      yes: bought(sku = "a") (bought(sku = "a") = true)"#,
+        ]
+    );
+}
