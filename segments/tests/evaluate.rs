@@ -241,7 +241,7 @@ fn an_explanation_gives_each_clause_its_answer_and_values() {
     use kinfold_segments::eval::explain;
     let rule = parse(r#"last_purchase_at < now - 90d and (orders >= 2 or not bought(sku = "a"))"#)
         .expect("parses");
-    let events = vec![sale(1, START, "a", "tea", "s1", 1000)];
+    let events = [sale(1, START, "a", "tea", "s1", 1000)];
     let now = START + 100 * DAY_MICROS;
     let journal = Journal::of(events.iter().cloned());
     let profile = fold(journal.events()).profile(&ProfileRules::default_rules(), now);
