@@ -205,19 +205,55 @@ async fn read_rows(
     Ok(state)
 }
 
-/// The stored form of a folded state: postcard (compact and deterministic; reading it is what
-/// a `GetProfile` spends most on, and JSON took four times as long).
+/// The first byte of a state row: which encoding follows (a JSON state, as earlier versions
+/// wrote it, starts with `{`).
+const STATE_FORMAT: u8 = 1;
+
+/// The stored form of a folded state: a format byte, then postcard (compact and
+/// deterministic; reading it is what a `GetProfile` spends most on, and JSON took four times
+/// as long).
 pub fn encode_state(state: &ProfileState) -> Vec<u8> {
-    postcard::to_stdvec(state).expect("a state serialises")
+    let mut bytes = vec![STATE_FORMAT];
+    postcard::to_io(state, &mut bytes).expect("a state serialises");
+    bytes
+}
+
+/// Why a state row does not read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state row format {0:?}, expected {STATE_FORMAT}")]
+    Format(Option<u8>),
+    #[error("state row: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("state row: {0} bytes after the state")]
+    Trailing(usize),
 }
 
 /// A state row read back.
-pub fn decode_state(bytes: &[u8]) -> Result<ProfileState, postcard::Error> {
-    postcard::from_bytes(bytes)
+pub fn decode_state(bytes: &[u8]) -> Result<ProfileState, StateError> {
+    match bytes.split_first() {
+        Some((&STATE_FORMAT, rest)) => {
+            let (state, trailing) = postcard::take_from_bytes(rest)?;
+            if trailing.is_empty() {
+                Ok(state)
+            } else {
+                Err(StateError::Trailing(trailing.len()))
+            }
+        }
+        other => Err(StateError::Format(other.map(|(first, _)| *first))),
+    }
 }
 
-fn parse_state(customer: &str, bytes: &[u8]) -> Result<ProfileState, ProfileError> {
-    decode_state(bytes).map_err(|error| corrupt(customer, format!("state row: {error}")))
+/// The state row, if it reads: one that does not (written in an older encoding, say) is only a
+/// cache of the journal's fold, so it is folded again.
+fn readable_state(customer: &str, bytes: &[u8]) -> Option<ProfileState> {
+    match decode_state(bytes) {
+        Ok(state) => Some(state),
+        Err(error) => {
+            tracing::warn!(customer, %error, "stored profile state unreadable (an older encoding?); folding the journal again");
+            None
+        }
+    }
 }
 
 /// Reads every row of `customer` from `kv`.
@@ -227,8 +263,9 @@ pub async fn load_customer(
     customer: &str,
 ) -> Result<StoredCustomer, ProfileError> {
     let mut stored = StoredCustomer::default();
-    stored.state = match read_rows(kv, registry, customer, Vec::new(), &mut stored).await? {
-        Some(bytes) => parse_state(customer, &bytes)?,
+    let state = read_rows(kv, registry, customer, Vec::new(), &mut stored).await?;
+    stored.state = match state.and_then(|bytes| readable_state(customer, &bytes)) {
+        Some(state) => state,
         None => fold(stored.journal.events()),
     };
     Ok(stored)
@@ -244,9 +281,10 @@ pub async fn load_customer_folded(
     customer: &str,
 ) -> Result<StoredCustomer, ProfileError> {
     let mut stored = StoredCustomer::default();
-    match read_rows(kv, registry, customer, vec![POSITION], &mut stored).await? {
-        Some(bytes) => {
-            stored.state = parse_state(customer, &bytes)?;
+    let state = read_rows(kv, registry, customer, vec![POSITION], &mut stored).await?;
+    match state.and_then(|bytes| readable_state(customer, &bytes)) {
+        Some(state) => {
+            stored.state = state;
             Ok(stored)
         }
         None => load_customer(kv, registry, customer).await,

@@ -213,3 +213,52 @@ async fn a_merge_and_its_split_both_ahead_of_the_stage_end_where_they_began() {
     assert_eq!(fixture.state(a).await.state, fold(both.iter()));
     assert!(fixture.state(b).await.journal.is_empty());
 }
+
+/// A state row that does not read (JSON, as an earlier version stored it) is only a cache:
+/// loads fold the journal again, and the stage's next write replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_row_in_an_older_encoding_is_folded_again_from_the_journal() {
+    use kinfold_core::ports::KvMutation;
+    use kinfold_profile::stage::{PROFILES_TABLE, load_customer_folded};
+    let directory = tempfile::tempdir().expect("tempdir");
+    let database = EmbeddedDatabase::open(directory.path()).expect("database");
+    let fixture = Fixture::new(&database).await;
+    let a = CustomerId(uuid::Uuid::from_u128(0xa));
+    let (a_events, more) = two_customers(5);
+    fixture.send(a, &a_events).await;
+    fixture.run("profile").await;
+    let expected = fold(sorted(a_events.clone()).iter());
+    let old = serde_json::to_vec(&expected).expect("json");
+    fixture
+        .kv
+        .apply(
+            PROFILES_TABLE,
+            a.to_string().as_bytes(),
+            vec![KvMutation::Put {
+                clustering_key: bytes::Bytes::from_static(b"s"),
+                value: bytes::Bytes::from(old),
+            }],
+            true,
+        )
+        .await
+        .expect("apply");
+    assert_eq!(fixture.state(a).await.state, expected);
+    let folded = load_customer_folded(fixture.kv.as_ref(), &fixture.registry, &a.to_string())
+        .await
+        .expect("loads");
+    assert_eq!(folded.state, expected);
+    // The next batch that touches the customer writes the state in the current encoding.
+    fixture.send(a, &more[..1]).await;
+    fixture.run("profile").await;
+    let both = fold(sorted(a_events.iter().chain(&more[..1]).cloned()).iter());
+    let row = fixture
+        .kv
+        .get(PROFILES_TABLE, a.to_string().as_bytes(), b"s")
+        .await
+        .expect("get")
+        .expect("a state row");
+    assert_eq!(
+        kinfold_profile::stage::decode_state(&row).expect("reads"),
+        both
+    );
+}
