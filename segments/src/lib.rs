@@ -4,3 +4,4 @@
 pub mod eval;
 pub mod membership;
 pub mod rule;
+pub mod triggers;
