@@ -521,6 +521,23 @@ impl ProfileState {
     }
 
     /// The profile a reader gets, with RFM recency measured at `at`.
+    /// [`Self::profile`], taking the state: what the view shares with it is moved, not copied
+    /// (what a `GetProfile` does with the state it read).
+    pub fn into_profile(mut self, rules: &ProfileRules, at: TimestampMicros) -> Profile {
+        let identifiers = std::mem::take(&mut self.identifiers);
+        let traits = std::mem::take(&mut self.traits);
+        let consent = std::mem::take(&mut self.consent);
+        let stores = std::mem::take(&mut self.stores);
+        let follows = std::mem::take(&mut self.follows);
+        let mut profile = self.profile(rules, at);
+        profile.identifiers = identifiers.into_iter().collect();
+        profile.traits = traits;
+        profile.consent = consent;
+        profile.stores = stores;
+        profile.follows = follows;
+        profile
+    }
+
     pub fn profile(&self, rules: &ProfileRules, at: TimestampMicros) -> Profile {
         let (channels, overall) = self.order_facts();
         let (skus, categories) = self.bought();

@@ -287,7 +287,7 @@ impl pb::profile_service_server::ProfileService for ProfileService {
             Some(at) => (at, fold(stored.journal.until(at)).profile(&self.rules, at)),
             None => {
                 let now = self.clock.now_micros();
-                (now, stored.state.profile(&self.rules, now))
+                (now, stored.state.into_profile(&self.rules, now))
             }
         };
         Ok(Response::new(pb::GetProfileResponse {

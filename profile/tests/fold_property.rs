@@ -320,6 +320,12 @@ fn any_arrival_order_with_duplicates_folds_to_the_sorted_once_profile() {
         // And the incremental state is the state of folding the journal once, and survives
         // being encoded as the stage stores it.
         assert_eq!(state, fold(journal.events()), "case {case}");
+        // The view taken from the state is the view worked out from it.
+        assert_eq!(
+            state.clone().into_profile(&rules, at),
+            state.profile(&rules, at),
+            "case {case}"
+        );
         let stored = kinfold_profile::stage::encode_state(&state);
         let back: ProfileState =
             kinfold_profile::stage::decode_state(&stored).expect("and reads back");
