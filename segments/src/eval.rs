@@ -31,6 +31,16 @@ pub struct Subject<'a> {
     pub population: Option<&'a Population>,
 }
 
+/// Whether the customer has granted consent to `purpose` (no purpose: nothing to grant).
+pub fn consented(purpose: Option<&str>, profile: &Profile) -> bool {
+    purpose.is_none_or(|purpose| {
+        profile
+            .consent
+            .get(purpose)
+            .is_some_and(|consent| consent.granted)
+    })
+}
+
 /// The population's values of each `percentile(...)` argument, for ranking one customer
 /// among them. Built by evaluating the arguments for every customer (a full pass: the
 /// segment stage refreshes it on a schedule).

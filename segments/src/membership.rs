@@ -3,7 +3,7 @@
 //! last evaluation set comes due (see `docs/segments.md`). Pure: the segment stage feeds it
 //! events and the clock, and stores what it changes.
 
-use crate::eval::{Subject, evaluate};
+use crate::eval::{Subject, consented, evaluate};
 use crate::rule::Rule;
 use kinfold_core::EventId;
 use kinfold_core::time::TimestampMicros;
@@ -60,13 +60,7 @@ pub struct Memberships {
 
 /// Whether `segment` has `subject` as a member now, and when that could change.
 fn member(segment: &Segment, subject: &Subject<'_>) -> (bool, Option<TimestampMicros>) {
-    let consented = segment.purpose.as_ref().is_none_or(|purpose| {
-        subject
-            .profile
-            .consent
-            .get(purpose)
-            .is_some_and(|consent| consent.granted)
-    });
+    let consented = consented(segment.purpose.as_deref(), subject.profile);
     let outcome = evaluate(&segment.rule, subject);
     (
         consented && outcome.holds == Some(true),

@@ -9,7 +9,7 @@
 //!   the wall clock (a replay of history, a timer long overdue) fires nothing, so rebuilding
 //!   the projections never sends last year's birthday coupon.
 
-use crate::eval::{Subject, evaluate};
+use crate::eval::{Subject, consented, evaluate};
 use crate::rule::Rule;
 use chrono::{Datelike, NaiveDate};
 use kinfold_core::time::TimestampMicros;
@@ -130,14 +130,9 @@ impl Fired {
         if subject.now < wall_clock - GRACE_MICROS {
             return None;
         }
-        let consented = trigger.purpose.as_ref().is_none_or(|purpose| {
-            subject
-                .profile
-                .consent
-                .get(purpose)
-                .is_some_and(|consent| consent.granted)
-        });
-        if !consented || evaluate(&trigger.rule, subject).holds != Some(true) {
+        if !consented(trigger.purpose.as_deref(), subject.profile)
+            || evaluate(&trigger.rule, subject).holds != Some(true)
+        {
             return None;
         }
         let period = period_key(trigger.period, subject)?;

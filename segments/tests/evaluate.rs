@@ -3,80 +3,20 @@
 //! before the instant the evaluation says it could (the timer that wakes the customer), and
 //! window counts agree with a count written here.
 
+mod common;
+
+use common::{START, birthday, random_rule, sale, view, with_subject};
+use kinfold_core::CanonicalEvent;
 use kinfold_core::event::EventBody;
-use kinfold_core::{CanonicalEvent, EventId};
 use kinfold_profile::fold::DAY_MICROS;
-use kinfold_profile::{Journal, ProfileRules, fold};
-use kinfold_segments::eval::{Outcome, Subject, evaluate};
+use kinfold_segments::eval::{Outcome, evaluate};
 use kinfold_segments::rule::{Rule, parse};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
 
-/// 2026-01-01T00:00:00Z.
-const START: i64 = 1_767_225_600_000_000;
-
-fn event(id: u128, time: i64, body: serde_json::Value) -> CanonicalEvent {
-    CanonicalEvent {
-        event_id: EventId(uuid::Uuid::from_u128(id)),
-        event_type: "test".to_owned(),
-        event_time: time,
-        receive_time: time,
-        origin: "test".to_owned(),
-        identifiers: Vec::new(),
-        body: serde_json::from_value::<EventBody>(body).expect("an event body"),
-    }
-}
-
-fn sale(id: u128, time: i64, sku: &str, category: &str, store: &str, price: i64) -> CanonicalEvent {
-    event(
-        id,
-        time,
-        json!({"kinfold.pos.PosTransaction": {
-            "kind": "SALE", "brand": "b", "store_id": store, "till_id": "t", "serial": id.to_string(),
-            "business_day": "2026-01-01", "occurred_at_local": "2026-01-01T10:00:00",
-            "currency": "CNY", "total_minor": price, "tenders": [],
-            "lines": [{"sku": sku, "category": category, "quantity": 1, "unit_price_minor": price, "discount_minor": 0}],
-        }}),
-    )
-}
-
-fn view(id: u128, time: i64, sku: &str) -> CanonicalEvent {
-    event(
-        id,
-        time,
-        json!({"kinfold.wechat.WechatEvent": {
-            "event_type": "VIEW", "app_id": "wx1", "occurred_at": time, "sku": sku,
-        }}),
-    )
-}
-
-fn birthday(id: u128, time: i64, date: &str) -> CanonicalEvent {
-    event(
-        id,
-        time,
-        json!({"kinfold.membership.MembershipEvent": {
-            "event_type": "PROFILE_UPDATED", "brand": "b", "member_card": "m1",
-            "event_ref": id.to_string(), "occurred_at": time, "birthday": date,
-        }}),
-    )
-}
-
-/// The rule for the customer whose journal is `events`, at `now` (the journal as it stood
-/// then: events after `now` have not happened yet).
+/// The rule for the customer whose journal is `events`, at `now`.
 fn at(rule: &Rule, events: &[CanonicalEvent], now: i64) -> Outcome {
-    let journal = Journal::of(events.iter().filter(|e| e.event_time <= now).cloned());
-    let profile = fold(journal.events()).profile(&ProfileRules::default_rules(), now);
-    evaluate(
-        rule,
-        &Subject {
-            profile: &profile,
-            journal: &journal,
-            now,
-            time_zone: chrono_tz::Asia::Shanghai,
-            population: None,
-        },
-    )
+    with_subject(events, now, |subject| evaluate(rule, subject))
 }
 
 #[test]
@@ -159,28 +99,6 @@ fn journal(rng: &mut StdRng) -> Vec<CanonicalEvent> {
     events
 }
 
-const ATOMS: &[&str] = &[
-    "last_purchase_at < now - 30d",
-    "first_purchase_at >= now - 2w + 12h",
-    r#"count(type = "view", within = 14d) >= 2"#,
-    r#"bought(sku = "a", within = 30d)"#,
-    r#"spend(category = "tea", within = 60d) > 20"#,
-    r#"count(type = "purchase", store = "s1") >= 2"#,
-    "birthday_within(7d)",
-    "recency_days >= 10",
-    "orders >= 2",
-];
-
-fn rule(rng: &mut StdRng) -> Rule {
-    let atom = |rng: &mut StdRng| parse(ATOMS[rng.random_range(0..ATOMS.len())]).expect("atom");
-    match rng.random_range(0..4) {
-        0 => atom(rng),
-        1 => Rule::Not(Box::new(atom(rng))),
-        2 => Rule::And(vec![atom(rng), atom(rng)]),
-        _ => Rule::Or(vec![atom(rng), Rule::Not(Box::new(atom(rng)))]),
-    }
-}
-
 #[test]
 fn nothing_flips_before_the_next_change_and_window_counts_agree() {
     let mut rng = StdRng::seed_from_u64(6);
@@ -188,7 +106,7 @@ fn nothing_flips_before_the_next_change_and_window_counts_agree() {
     let mut flips_seen = 0;
     for case in 0..400 {
         let events = journal(&mut rng);
-        let rule = rule(&mut rng);
+        let rule = random_rule(&mut rng);
         let now = START + rng.random_range(0..150 * DAY_MICROS);
         // Events in the future have not happened: the journal is as of `now`, and later
         // instants see no new event (the timer's promise is about time alone).
@@ -243,17 +161,10 @@ fn an_explanation_gives_each_clause_its_answer_and_values() {
         .expect("parses");
     let events = [sale(1, START, "a", "tea", "s1", 1000)];
     let now = START + 100 * DAY_MICROS;
-    let journal = Journal::of(events.iter().cloned());
-    let profile = fold(journal.events()).profile(&ProfileRules::default_rules(), now);
-    let subject = Subject {
-        profile: &profile,
-        journal: &journal,
-        now,
-        time_zone: chrono_tz::Asia::Shanghai,
-        population: None,
-    };
-    let explanation = explain(&rule, &subject);
-    assert_eq!(explanation.holds, evaluate(&rule, &subject).holds);
+    let (explanation, holds) = with_subject(&events, now, |subject| {
+        (explain(&rule, subject), evaluate(&rule, subject).holds)
+    });
+    assert_eq!(explanation.holds, holds);
     assert_eq!(
         explanation.lines(),
         [

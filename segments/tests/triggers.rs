@@ -2,56 +2,21 @@
 //! before the birthday, every year; not again after a restart; not for last year's birthday
 //! while history is replayed; never without consent. A lapse trigger fires once per quiet spell.
 
-use kinfold_core::event::EventBody;
-use kinfold_core::{CanonicalEvent, EventId};
+mod common;
+
+use common::{member, with_subject};
+use kinfold_core::CanonicalEvent;
 use kinfold_profile::fold::DAY_MICROS;
-use kinfold_profile::{Journal, ProfileRules, fold};
-use kinfold_segments::eval::Subject;
 use kinfold_segments::rule::parse;
 use kinfold_segments::triggers::{Fired, Firing, Period, Trigger};
 use serde_json::json;
 
 /// 2026-01-01T12:00:00+08:00.
-const START: i64 = 1_767_240_000_000_000;
+const START: i64 = common::START + 4 * HOUR;
 const HOUR: i64 = 3_600_000_000;
 
-fn event(id: u128, time: i64, body: serde_json::Value) -> CanonicalEvent {
-    CanonicalEvent {
-        event_id: EventId(uuid::Uuid::from_u128(id)),
-        event_type: "test".to_owned(),
-        event_time: time,
-        receive_time: time,
-        origin: "test".to_owned(),
-        identifiers: Vec::new(),
-        body: serde_json::from_value::<EventBody>(body).expect("an event body"),
-    }
-}
-
-fn member(id: u128, time: i64, extra: serde_json::Value) -> CanonicalEvent {
-    let mut body = json!({
-        "brand": "b", "member_card": "m1", "event_ref": id.to_string(), "occurred_at": time,
-    });
-    body.as_object_mut()
-        .expect("an object")
-        .extend(extra.as_object().expect("an object").clone());
-    event(
-        id,
-        time,
-        json!({"kinfold.membership.MembershipEvent": body}),
-    )
-}
-
 fn sale(id: u128, time: i64, price: i64) -> CanonicalEvent {
-    event(
-        id,
-        time,
-        json!({"kinfold.pos.PosTransaction": {
-            "kind": "SALE", "brand": "b", "store_id": "s1", "till_id": "t", "serial": id.to_string(),
-            "business_day": "2026-01-01", "occurred_at_local": "2026-01-01T10:00:00",
-            "currency": "CNY", "total_minor": price, "tenders": [],
-            "lines": [{"sku": "a", "quantity": 1, "unit_price_minor": price, "discount_minor": 0}],
-        }}),
-    )
+    common::sale(id, time, "a", "tea", "s1", price)
 }
 
 fn fire(
@@ -61,16 +26,9 @@ fn fire(
     at: i64,
     wall_clock: i64,
 ) -> Option<Firing> {
-    let journal = Journal::of(events.iter().filter(|e| e.event_time <= at).cloned());
-    let profile = fold(journal.events()).profile(&ProfileRules::default_rules(), at);
-    let subject = Subject {
-        profile: &profile,
-        journal: &journal,
-        now: at,
-        time_zone: chrono_tz::Asia::Shanghai,
-        population: None,
-    };
-    fired.evaluate(trigger, "customer-1", &subject, wall_clock)
+    with_subject(events, at, |subject| {
+        fired.evaluate(trigger, "customer-1", subject, wall_clock)
+    })
 }
 
 fn birthday_coupon() -> Trigger {

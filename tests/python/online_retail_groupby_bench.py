@@ -18,24 +18,12 @@ import time
 
 import duckdb
 
-from online_retail_rows import MAPPABLE
+from online_retail_rows import member_lines
 
 path, rounds, threads_list = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
 
 con = duckdb.connect()
-con.execute(f"""
-    CREATE TABLE lines AS
-    SELECT
-        regexp_replace(trim("Customer ID"), '\\.0$', '') AS customer,
-        Invoice AS invoice,
-        starts_with(Invoice, 'C') AS is_return,
-        trim(StockCode) AS sku,
-        abs(CAST(Quantity AS BIGINT)) AS units,
-        CAST(abs(CAST(Quantity AS BIGINT)) * CAST(Price AS DECIMAL(18, 2)) * 100 AS BIGINT) AS amount,
-        min(CAST(InvoiceDate AS TIMESTAMP)) OVER (PARTITION BY Invoice) AS invoice_time
-    FROM read_csv('{path}', header = true, all_varchar = true)
-    WHERE {MAPPABLE} AND coalesce(trim("Customer ID"), '') <> ''
-""")
+con.execute(member_lines(path))
 
 FACTS = """
     CREATE OR REPLACE TEMP TABLE facts AS

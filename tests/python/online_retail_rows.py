@@ -13,3 +13,24 @@ MAPPABLE = """
     AND ((starts_with(Invoice, 'C') AND CAST(Quantity AS BIGINT) < 0)
          OR (NOT starts_with(Invoice, 'C') AND CAST(Quantity AS BIGINT) > 0))
 """
+
+
+def member_lines(path):
+    """SQL that makes the table `lines` of the member sale and return lines of the CSV at
+    `path`, typed: customer (the card, without a trailing .0), invoice, is_return, sku, units
+    and amount (pence, both positive; is_return gives the direction), and invoice_time (the
+    invoice's earliest line's, a London wall-clock time)."""
+    return f"""
+        CREATE TABLE lines AS
+        SELECT
+            regexp_replace(trim("Customer ID"), '\\.0$', '') AS customer,
+            Invoice AS invoice,
+            starts_with(Invoice, 'C') AS is_return,
+            trim(StockCode) AS sku,
+            abs(CAST(Quantity AS BIGINT)) AS units,
+            CAST(abs(CAST(Quantity AS BIGINT)) * CAST(Price AS DECIMAL(18, 2)) * 100 AS BIGINT) AS amount,
+            min(CAST(InvoiceDate AS TIMESTAMP)) OVER (PARTITION BY Invoice) AS invoice_time
+        FROM read_csv('{path}', header = true, all_varchar = true)
+        WHERE {MAPPABLE} AND coalesce(trim("Customer ID"), '') <> ''
+    """
+

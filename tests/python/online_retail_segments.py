@@ -20,22 +20,11 @@ import sys
 import duckdb
 import pandas as pd
 
-from online_retail_rows import MAPPABLE
+from online_retail_rows import member_lines
 
 path, stock_code = sys.argv[1], sys.argv[2]
 con = duckdb.connect()
-con.execute(f"""
-    CREATE TABLE lines AS
-    SELECT
-        regexp_replace(trim("Customer ID"), '\\.0$', '') AS customer,
-        Invoice AS invoice,
-        starts_with(Invoice, 'C') AS is_return,
-        trim(StockCode) AS sku,
-        CAST(abs(CAST(Quantity AS BIGINT)) * CAST(Price AS DECIMAL(18, 2)) * 100 AS BIGINT) AS amount,
-        min(CAST(InvoiceDate AS TIMESTAMP)) OVER (PARTITION BY Invoice) AS invoice_time
-    FROM read_csv('{path}', header = true, all_varchar = true)
-    WHERE {MAPPABLE} AND coalesce(trim("Customer ID"), '') <> ''
-""")
+con.execute(member_lines(path))
 per_customer = con.execute(f"""
     SELECT customer,
            count(DISTINCT invoice) FILTER (WHERE NOT is_return) AS orders,
