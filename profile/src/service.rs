@@ -92,7 +92,7 @@ impl ProfileService {
     }
 }
 
-fn order_facts_proto(facts: &OrderFacts) -> pb::OrderFacts {
+fn order_facts_proto(facts: OrderFacts) -> pb::OrderFacts {
     pb::OrderFacts {
         orders: facts.orders,
         returns: facts.returns,
@@ -101,15 +101,16 @@ fn order_facts_proto(facts: &OrderFacts) -> pb::OrderFacts {
         last_purchase_micros: facts.last_purchase,
         money: facts
             .money
-            .iter()
+            .into_iter()
             .map(|(currency, spend)| {
+                let net_minor = spend.net_minor();
                 (
-                    currency.clone(),
+                    currency,
                     pb::Spend {
                         orders: spend.orders,
                         gross_minor: spend.gross_minor,
                         returned_minor: spend.returned_minor,
-                        net_minor: spend.net_minor(),
+                        net_minor,
                     },
                 )
             })
@@ -117,23 +118,23 @@ fn order_facts_proto(facts: &OrderFacts) -> pb::OrderFacts {
     }
 }
 
-fn bought_proto(bought: &[(String, Bought)]) -> Vec<pb::Bought> {
+fn bought_proto(bought: Vec<(String, Bought)>) -> Vec<pb::Bought> {
     bought
-        .iter()
+        .into_iter()
         .map(|(name, bought)| pb::Bought {
-            name: name.clone(),
+            name,
             units: bought.units,
             spend_minor: bought.spend_minor,
         })
         .collect()
 }
 
-/// `profile` as the API gives it.
+/// `profile` as the API gives it (its strings moved, not copied).
 pub fn profile_proto(
     customer: CustomerId,
     asked: CustomerId,
     at: TimestampMicros,
-    profile: &Profile,
+    profile: Profile,
 ) -> pb::Profile {
     pb::Profile {
         customer_id: customer.to_string(),
@@ -144,15 +145,23 @@ pub fn profile_proto(
         },
         as_of_micros: at,
         events: profile.events,
-        identifiers: profile.identifiers.iter().map(identifier_proto).collect(),
+        identifiers: profile
+            .identifiers
+            .into_iter()
+            .map(|identifier| pb::Identifier {
+                kind: identifier.kind.as_str().to_owned(),
+                issuer: identifier.issuer,
+                value: identifier.value,
+            })
+            .collect(),
         traits: profile
             .traits
-            .iter()
+            .into_iter()
             .map(|(name, value)| {
                 (
-                    name.clone(),
+                    name,
                     pb::Trait {
-                        value: value.value.clone(),
+                        value: value.value,
                         set_at_micros: value.at,
                     },
                 )
@@ -160,32 +169,32 @@ pub fn profile_proto(
             .collect(),
         consent: profile
             .consent
-            .iter()
+            .into_iter()
             .map(|(purpose, consent)| {
                 (
-                    purpose.clone(),
+                    purpose,
                     pb::Consent {
                         granted: consent.granted,
-                        channel: consent.channel.clone().unwrap_or_default(),
+                        channel: consent.channel.unwrap_or_default(),
                         at_micros: consent.at,
                     },
                 )
             })
             .collect(),
-        overall: Some(order_facts_proto(&profile.overall)),
+        overall: Some(order_facts_proto(profile.overall)),
         channels: profile
             .channels
-            .iter()
-            .map(|(channel, facts)| (channel.clone(), order_facts_proto(facts)))
+            .into_iter()
+            .map(|(channel, facts)| (channel, order_facts_proto(facts)))
             .collect(),
-        stores: profile.stores.clone().into_iter().collect(),
-        top_skus: bought_proto(&profile.top_skus),
-        top_categories: bought_proto(&profile.top_categories),
-        primary_currency: profile.primary_currency.clone().unwrap_or_default(),
+        stores: profile.stores.into_iter().collect(),
+        top_skus: bought_proto(profile.top_skus),
+        top_categories: bought_proto(profile.top_categories),
+        primary_currency: profile.primary_currency.unwrap_or_default(),
         average_order_value_minor: profile.average_order_value_minor,
         mean_purchase_interval_days: profile.mean_purchase_interval_days,
         coupon_use_rate: profile.coupon_use_rate,
-        rfm: profile.rfm.as_ref().map(|rfm| pb::Rfm {
+        rfm: profile.rfm.map(|rfm| pb::Rfm {
             recency_days: rfm.recency_days,
             frequency: rfm.frequency,
             monetary_minor: rfm.monetary_minor,
@@ -196,24 +205,24 @@ pub fn profile_proto(
         lifetime_value_minor: profile.lifetime_value_minor,
         follows: profile
             .follows
-            .iter()
+            .into_iter()
             .map(|(app, follow)| {
                 (
-                    app.clone(),
+                    app,
                     pb::Follow {
                         following: follow.following,
                         at_micros: follow.at,
-                        scene: follow.scene.clone().unwrap_or_default(),
+                        scene: follow.scene.unwrap_or_default(),
                     },
                 )
             })
             .collect(),
         guides: profile
             .guides
-            .iter()
+            .into_iter()
             .map(|guide| pb::Guide {
-                corp_id: guide.corp_id.clone(),
-                guide_id: guide.guide_id.clone(),
+                corp_id: guide.corp_id,
+                guide_id: guide.guide_id,
                 since_micros: guide.since,
             })
             .collect(),
@@ -291,7 +300,7 @@ impl pb::profile_service_server::ProfileService for ProfileService {
             }
         };
         Ok(Response::new(pb::GetProfileResponse {
-            profile: Some(profile_proto(customer, asked, at, &profile)),
+            profile: Some(profile_proto(customer, asked, at, profile)),
         }))
     }
 
