@@ -447,9 +447,9 @@ struct Happening<'a> {
     lines: Vec<(&'a str, Option<&'a str>, i64)>,
 }
 
-fn happening(event: &CanonicalEvent) -> Option<Happening<'_>> {
+fn happening(event: &CanonicalEvent) -> Happening<'_> {
     let at = event.event_time;
-    Some(match &event.body {
+    match &event.body {
         EventBody::PosTransaction(t) => {
             let sign = match t.kind {
                 PosTransactionKind::Sale => 1,
@@ -526,7 +526,7 @@ fn happening(event: &CanonicalEvent) -> Option<Happening<'_>> {
             store: None,
             lines: Vec::new(),
         },
-    })
+    }
 }
 
 fn texts(value: &Val) -> Vec<&str> {
@@ -589,11 +589,20 @@ fn call(name: &str, args: &[Arg], subject: &Subject<'_>) -> Eval {
 }
 
 fn journal_function(name: &str, arg: &dyn Fn(&str) -> Option<Val>, subject: &Subject<'_>) -> Eval {
-    let kinds = arg("type");
-    let skus = arg("sku");
-    let categories = arg("category");
-    let stores = arg("store");
-    let channels = arg("channel");
+    // Each filter's texts, once for the whole journal.
+    let filter = |name: &str| {
+        arg(name).map(|value| {
+            texts(&value)
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+    };
+    let kinds = filter("type");
+    let skus = filter("sku");
+    let categories = filter("category");
+    let stores = filter("store");
+    let channels = filter("channel");
     let window = match arg("within") {
         Some(Val::Duration(window)) => Some(window),
         _ => None,
@@ -604,12 +613,10 @@ fn journal_function(name: &str, arg: &dyn Fn(&str) -> Option<Val>, subject: &Sub
     let mut next = None;
     let mut counted_orders = std::collections::HashSet::new();
     for event in subject.journal.events() {
-        let Some(happening) = happening(event) else {
-            continue;
-        };
+        let happening = happening(event);
         let wanted_kind = kinds
             .as_ref()
-            .is_none_or(|kinds| texts(kinds).contains(&happening.kind));
+            .is_none_or(|kinds| kinds.iter().any(|kind| kind == happening.kind));
         // `spend` nets purchases and returns; `bought` is purchases only.
         let counts = match name {
             "count" => true,
@@ -620,11 +627,11 @@ fn journal_function(name: &str, arg: &dyn Fn(&str) -> Option<Val>, subject: &Sub
             || !wanted_kind
             || channels
                 .as_ref()
-                .is_some_and(|c| !texts(c).contains(&happening.channel))
+                .is_some_and(|c| !c.iter().any(|channel| channel == happening.channel))
             || stores.as_ref().is_some_and(|s| {
                 !happening
                     .store
-                    .is_some_and(|store| texts(s).contains(&store))
+                    .is_some_and(|store| s.iter().any(|wanted| wanted == store))
             })
         {
             continue;
@@ -645,9 +652,10 @@ fn journal_function(name: &str, arg: &dyn Fn(&str) -> Option<Val>, subject: &Sub
             .lines
             .iter()
             .filter(|(sku, category, _)| {
-                skus.as_ref().is_none_or(|s| texts(s).contains(sku))
+                skus.as_ref()
+                    .is_none_or(|s| s.iter().any(|wanted| wanted == sku))
                     && categories.as_ref().is_none_or(|c| {
-                        category.is_some_and(|category| texts(c).contains(&category))
+                        category.is_some_and(|category| c.iter().any(|wanted| wanted == category))
                     })
             })
             .collect();
@@ -681,34 +689,35 @@ fn day_start(zone: chrono_tz::Tz, day: NaiveDate) -> Option<TimestampMicros> {
     Some(start.timestamp_micros())
 }
 
-/// The birthday on or after `today`'s year (29 February falls on 28 February in other years).
-fn birthday_in(year: i32, month: u32, day: u32) -> Option<NaiveDate> {
-    NaiveDate::from_ymd_opt(year, month, day)
-        .or_else(|| NaiveDate::from_ymd_opt(year, month, day - 1))
+/// The customer's birthday trait, as a date.
+pub(crate) fn birthday_of(profile: &Profile) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(&profile.traits.get("birthday")?.value, "%Y-%m-%d").ok()
+}
+
+/// The calendar day it is at `subject.now` in the customer's time zone.
+pub(crate) fn today(subject: &Subject<'_>) -> Option<NaiveDate> {
+    chrono::DateTime::from_timestamp_micros(subject.now)
+        .map(|at| at.with_timezone(&subject.time_zone).date_naive())
+}
+
+/// The birthday `birthday` falls on in `year` (29 February on 28 February in other years).
+pub(crate) fn birthday_in(year: i32, birthday: NaiveDate) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(year, birthday.month(), birthday.day())
+        .or_else(|| NaiveDate::from_ymd_opt(year, birthday.month(), birthday.day() - 1))
 }
 
 fn birthday_within(subject: &Subject<'_>, window: i64) -> Eval {
-    let Some(birthday) = subject
-        .profile
-        .traits
-        .get("birthday")
-        .and_then(|dated| NaiveDate::parse_from_str(&dated.value, "%Y-%m-%d").ok())
-    else {
+    let (Some(birthday), Some(today)) = (birthday_of(subject.profile), today(subject)) else {
         return UNKNOWN;
     };
     let zone = subject.time_zone;
     let now = subject.now;
-    let Some(today) =
-        chrono::DateTime::from_timestamp_micros(now).map(|at| at.with_timezone(&zone).date_naive())
-    else {
-        return UNKNOWN;
-    };
     // Whole days ahead the window reaches (7d: the birthday is today or in the next 7 days).
     let days = window / DAY_MICROS;
     let mut holds = false;
     let mut next = None;
     for year in [today.year() - 1, today.year(), today.year() + 1] {
-        let Some(date) = birthday_in(year, birthday.month(), birthday.day()) else {
+        let Some(date) = birthday_in(year, birthday) else {
             continue;
         };
         // In the window from `date - days` to the end of `date`.

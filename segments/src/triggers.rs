@@ -9,9 +9,9 @@
 //!   the wall clock (a replay of history, a timer long overdue) fires nothing, so rebuilding
 //!   the projections never sends last year's birthday coupon.
 
-use crate::eval::{Subject, consented, evaluate};
+use crate::eval::{Subject, birthday_in, birthday_of, consented, evaluate, today};
 use crate::rule::Rule;
-use chrono::{Datelike, NaiveDate};
+use chrono::Datelike;
 use kinfold_core::time::TimestampMicros;
 use std::collections::BTreeSet;
 
@@ -67,20 +67,9 @@ fn period_key(period: Period, subject: &Subject<'_>) -> Option<String> {
             .last_purchase
             .map(|last| format!("last_purchase:{last}")),
         Period::Birthday => {
-            let birthday = NaiveDate::parse_from_str(
-                &subject.profile.traits.get("birthday")?.value,
-                "%Y-%m-%d",
-            )
-            .ok()?;
-            let today = chrono::DateTime::from_timestamp_micros(subject.now)?
-                .with_timezone(&subject.time_zone)
-                .date_naive();
+            let (birthday, today) = (birthday_of(subject.profile)?, today(subject)?);
             // The birthday on or after today (the one a window before it is for).
-            let on_or_after = |year: i32| {
-                NaiveDate::from_ymd_opt(year, birthday.month(), birthday.day())
-                    .or_else(|| NaiveDate::from_ymd_opt(year, birthday.month(), birthday.day() - 1))
-            };
-            let this_year = on_or_after(today.year())?;
+            let this_year = birthday_in(today.year(), birthday)?;
             let year = if this_year >= today {
                 today.year()
             } else {

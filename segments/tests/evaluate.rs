@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{START, birthday, random_rule, sale, view, with_subject};
+use common::{START, birthday, random_birthday, random_rule, sale, view, with_subject};
 use kinfold_core::CanonicalEvent;
 use kinfold_core::event::EventBody;
 use kinfold_profile::fold::DAY_MICROS;
@@ -77,15 +77,7 @@ fn journal(rng: &mut StdRng) -> Vec<CanonicalEvent> {
         let (sku, category) = SKUS[rng.random_range(0..SKUS.len())];
         events.push(match rng.random_range(0..3) {
             0 => view(id, time, sku),
-            1 => birthday(
-                id,
-                time,
-                &format!(
-                    "1990-{:02}-{:02}",
-                    rng.random_range(1..13),
-                    rng.random_range(1..29)
-                ),
-            ),
+            1 => random_birthday(rng, id, time),
             _ => sale(
                 id,
                 time,

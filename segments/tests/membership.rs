@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{birthday, member, random_rule, till, view, with_subject};
+use common::{member, random_birthday, random_rule, till, view, with_subject};
 use kinfold_core::CanonicalEvent;
 use kinfold_profile::fold::DAY_MICROS;
 use kinfold_segments::eval::evaluate;
@@ -30,15 +30,7 @@ fn random_event(rng: &mut StdRng, id: u128, time: i64) -> CanonicalEvent {
                 "consent_purpose": PURPOSE,
             }),
         ),
-        2 => birthday(
-            id,
-            time,
-            &format!(
-                "1990-{:02}-{:02}",
-                rng.random_range(1..13),
-                rng.random_range(1..29)
-            ),
-        ),
+        2 => random_birthday(rng, id, time),
         _ => {
             let store = format!("s{}", rng.random_range(1..3));
             till(

@@ -92,6 +92,16 @@ pub fn birthday(id: u128, time: i64, date: &str) -> CanonicalEvent {
     )
 }
 
+/// A profile update with a random birthday.
+pub fn random_birthday(rng: &mut StdRng, id: u128, time: i64) -> CanonicalEvent {
+    let date = format!(
+        "1990-{:02}-{:02}",
+        rng.random_range(1..13),
+        rng.random_range(1..29)
+    );
+    birthday(id, time, &date)
+}
+
 /// Conditions over time windows, calendars, facts and consent, to combine into random rules
 /// (none over the population).
 pub const ATOMS: &[&str] = &[
