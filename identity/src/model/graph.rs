@@ -30,6 +30,7 @@
 
 use super::known::KnownIdentifiers;
 use super::rules::{Rules, RulesFile};
+use super::seen::SeenEvents;
 use kinfold_core::{EventId, Identifier};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -253,9 +254,9 @@ const KEPT_APART: &str = "kept apart by a split";
 /// Where the graph knows each of an event's identifiers.
 type Located = SmallVec<[u32; 4]>;
 
-/// One of an event's usable identifiers: where the graph knows it, and who held it as the event
-/// arrived.
-type Usable<'a> = (&'a Identifier, u32, Option<CustomerId>);
+/// One of an event's usable identifiers: where the graph knows it, and the place of the customer
+/// that held it as the event arrived.
+type Usable<'a> = (&'a Identifier, u32, Option<u32>);
 
 /// An input as the graph keeps it: an event by where the graph knows its identifiers (so that
 /// recording it touches none of them; it is an [`Input`] again when read), a decision as it
@@ -270,11 +271,14 @@ enum Recorded {
 #[derive(Debug, Clone)]
 pub struct IdentityGraph {
     rules: Rules,
-    /// Live customers; sorted by id wherever they show.
-    customers: HashMap<CustomerId, Customer>,
+    /// Every customer ever made, at its place: the order of creation (`None` once absorbed or
+    /// erased). The hot path goes by place, with no hashing of customer ids; customers are
+    /// sorted by id wherever they show.
+    customers: Vec<Option<Customer>>,
+    /// The place of each live customer.
+    places: HashMap<CustomerId, u32>,
     /// Every identifier known and who holds it.
     known: KnownIdentifiers,
-    next_created: u64,
     review: BTreeMap<u64, ReviewItem>,
     next_review: u64,
     inputs: Vec<Recorded>,
@@ -286,7 +290,7 @@ pub struct IdentityGraph {
     /// Every event observed and the customer it resolved to then.
     events: Vec<(EventId, Option<CustomerId>)>,
     /// Where each event is in `events`: an event delivered again changes nothing.
-    seen: HashMap<EventId, usize>,
+    seen: SeenEvents,
 }
 
 impl IdentityGraph {
@@ -294,9 +298,9 @@ impl IdentityGraph {
     pub fn new(rules: Rules) -> Self {
         Self {
             rules,
-            customers: HashMap::new(),
+            customers: Vec::new(),
+            places: HashMap::new(),
             known: KnownIdentifiers::default(),
-            next_created: 0,
             review: BTreeMap::new(),
             next_review: 1,
             inputs: Vec::new(),
@@ -305,7 +309,7 @@ impl IdentityGraph {
             erased: HashSet::new(),
             apart: Vec::new(),
             events: Vec::new(),
-            seen: HashMap::new(),
+            seen: SeenEvents::default(),
         }
     }
 
@@ -440,23 +444,41 @@ impl IdentityGraph {
 
     /// Every customer, by id.
     pub fn customers(&self) -> impl Iterator<Item = &Customer> {
-        let mut customers: Vec<&Customer> = self.customers.values().collect();
+        let mut customers: Vec<&Customer> = self.customers.iter().flatten().collect();
         customers.sort_unstable_by_key(|customer| customer.id);
         customers.into_iter()
     }
 
     /// How many customers there are.
     pub fn customer_count(&self) -> usize {
-        self.customers.len()
+        self.places.len()
     }
 
     pub fn customer(&self, id: &CustomerId) -> Option<&Customer> {
-        self.customers.get(id)
+        self.place(id).map(|place| self.at(place))
+    }
+
+    /// The place of live customer `id`.
+    fn place(&self, id: &CustomerId) -> Option<u32> {
+        self.places.get(id).copied()
+    }
+
+    /// The live customer at `place`.
+    fn at(&self, place: u32) -> &Customer {
+        self.customers[place as usize]
+            .as_ref()
+            .expect("places are of live customers")
+    }
+
+    fn at_mut(&mut self, place: u32) -> &mut Customer {
+        self.customers[place as usize]
+            .as_mut()
+            .expect("places are of live customers")
     }
 
     /// The customer holding `identifier`.
     pub fn holder(&self, identifier: &Identifier) -> Option<CustomerId> {
-        self.known.holder(identifier)
+        self.known.holder(identifier).map(|place| self.at(place).id)
     }
 
     /// The refused merges and links waiting for a person, oldest first.
@@ -504,13 +526,10 @@ impl IdentityGraph {
     /// For an event seen before: where it belongs now, with no change. A new one is marked
     /// seen, at the place in `events` that resolving it takes.
     fn delivered_again(&mut self, event_id: EventId) -> Option<Resolution> {
-        let index = match self.seen.entry(event_id) {
-            std::collections::hash_map::Entry::Occupied(seen) => *seen.get(),
-            std::collections::hash_map::Entry::Vacant(new) => {
-                new.insert(self.events.len());
-                return None;
-            }
-        };
+        let events = &self.events;
+        let index = self
+            .seen
+            .first_sight(&event_id, events.len(), |at| events[at as usize].0)?;
         Some(Resolution {
             customer: self.events[index].1.and_then(|c| self.current(c)),
             blocked: Vec::new(),
@@ -590,7 +609,7 @@ impl IdentityGraph {
         restored: CustomerId,
         reason: &str,
     ) -> Result<Vec<Change>, GraphError> {
-        if !self.customers.contains_key(&customer) {
+        if !self.places.contains_key(&customer) {
             return Err(GraphError::UnknownCustomer(customer));
         }
         if !self
@@ -611,8 +630,7 @@ impl IdentityGraph {
             customer,
             restored,
             identifiers: self
-                .customers
-                .get(&restored)
+                .customer(&restored)
                 .map(|c| c.identifiers.clone())
                 .unwrap_or_default(),
             cause: Cause::Manual {
@@ -700,7 +718,7 @@ impl IdentityGraph {
                 identifiers,
             } => {
                 // Inputs hold each event once (see `delivered_again`).
-                self.seen.insert(*event_id, self.events.len());
+                self.seen.insert(event_id, self.events.len());
                 let known = self.locate(identifiers);
                 Ok(self
                     .record_observation(*event_id, identifiers, known)
@@ -764,11 +782,11 @@ impl IdentityGraph {
         if survivor == absorbed {
             return Err(GraphError::SameCustomer);
         }
-        for id in [survivor, absorbed] {
-            if !self.customers.contains_key(&id) {
-                return Err(GraphError::UnknownCustomer(id));
-            }
+        let mut places = [0; 2];
+        for (place, id) in places.iter_mut().zip([survivor, absorbed]) {
+            *place = self.place(&id).ok_or(GraphError::UnknownCustomer(id))?;
         }
+        let [survivor_at, absorbed_at] = places;
         let apart = self.apart_between(survivor, absorbed);
         if let Some(apart) = apart
             && self.apart[apart].split_at > index
@@ -779,10 +797,11 @@ impl IdentityGraph {
                 restored: absorbed,
             });
         }
-        let union = self.customers[&survivor]
+        let union = self
+            .at(survivor_at)
             .identifiers
             .iter()
-            .chain(&self.customers[&absorbed].identifiers);
+            .chain(&self.at(absorbed_at).identifiers);
         if let Some(rule) = self.rules.broken_limit(union) {
             return Err(GraphError::BreaksRule(rule));
         }
@@ -793,15 +812,18 @@ impl IdentityGraph {
         let cause = Cause::Manual {
             reason: reason.to_owned(),
         };
-        self.absorb(survivor, absorbed, &cause, &mut changes);
+        self.absorb(survivor_at, absorbed_at, &cause, &mut changes);
         Ok(changes)
     }
 
     fn erase_now(&mut self, customer: CustomerId, reason: &str) -> Result<Vec<Change>, GraphError> {
-        let gone = self
-            .customers
+        let place = self
+            .places
             .remove(&customer)
             .ok_or(GraphError::UnknownCustomer(customer))?;
+        let gone = self.customers[place as usize]
+            .take()
+            .expect("places are of live customers");
         for identifier in &gone.identifiers {
             self.known.hold(identifier, None);
         }
@@ -829,19 +851,19 @@ impl IdentityGraph {
             approved: approve,
             cause: cause.clone(),
         }];
-        if !approve || !self.customers.contains_key(&item.customer) {
+        let Some(place) = self.place(&item.customer).filter(|_| approve) else {
             return changes;
-        }
+        };
         if let Some(other) = item.other
             && other != item.customer
-            && self.customers.contains_key(&other)
+            && let Some(other) = self.place(&other)
         {
-            self.absorb(item.customer, other, &cause, &mut changes);
+            self.absorb(place, other, &cause, &mut changes);
         }
         if let Some(identifier) = item.identifier {
             let at = self.known.intern(&identifier, || identifier.clone());
             if self.known.holder_at(at).is_none() {
-                self.link(item.customer, at, &cause, &mut changes);
+                self.link(place, at, &cause, &mut changes);
             }
         }
         changes
@@ -884,7 +906,8 @@ impl IdentityGraph {
             };
         }
 
-        let mut candidates: SmallVec<[CustomerId; 4]> = SmallVec::new();
+        // By place: the order of creation, which decides the survivor.
+        let mut candidates: SmallVec<[u32; 4]> = SmallVec::new();
         for (identifier, _, holder) in &usable {
             if !self.rules.merges_on(identifier.kind) {
                 continue;
@@ -907,28 +930,37 @@ impl IdentityGraph {
                 None => self.create(CustomerId::first_seen_in(&event_id), &cause, &mut changes),
             }
         } else {
-            candidates.sort_by_key(|id| self.customers[id].created);
+            candidates.sort_unstable();
             let survivor = candidates[0];
-            for other in &candidates[1..] {
-                if self.apart_between(survivor, *other).is_some() {
+            for &other in &candidates[1..] {
+                let (survivor_id, other_id) = (self.at(survivor).id, self.at(other).id);
+                if self.apart_between(survivor_id, other_id).is_some() {
                     changes.push(Change::Refused {
                         review: None,
-                        customer: survivor,
-                        other: Some(*other),
+                        customer: survivor_id,
+                        other: Some(other_id),
                         identifier: None,
                         rule: KEPT_APART.to_owned(),
                         cause: cause.clone(),
                     });
                     continue;
                 }
-                let union = self.customers[&survivor]
+                let union = self
+                    .at(survivor)
                     .identifiers
                     .iter()
-                    .chain(&self.customers[other].identifiers);
+                    .chain(&self.at(other).identifiers);
                 match self.rules.broken_limit(union) {
-                    None => self.absorb(survivor, *other, &cause, &mut changes),
+                    None => self.absorb(survivor, other, &cause, &mut changes),
                     Some(rule) => {
-                        self.refuse(survivor, Some(*other), None, rule, &cause, &mut changes);
+                        self.refuse(
+                            survivor_id,
+                            Some(other_id),
+                            None,
+                            rule,
+                            &cause,
+                            &mut changes,
+                        );
                     }
                 }
             }
@@ -939,7 +971,7 @@ impl IdentityGraph {
             if holder.is_some() {
                 continue;
             }
-            let held = &self.customers[&target].identifiers;
+            let held = &self.at(target).identifiers;
             match self.rules.broken_limit(
                 held.iter()
                     .map(|held| &**held)
@@ -947,7 +979,7 @@ impl IdentityGraph {
             ) {
                 None => self.link(target, at, &cause, &mut changes),
                 Some(rule) => self.refuse(
-                    target,
+                    self.at(target).id,
                     None,
                     Some(self.known.identifier(at).clone()),
                     rule,
@@ -956,6 +988,7 @@ impl IdentityGraph {
                 ),
             }
         }
+        let target = self.at(target).id;
         self.events.push((event_id, Some(target)));
         Resolution {
             customer: Some(target),
@@ -964,64 +997,62 @@ impl IdentityGraph {
         }
     }
 
-    fn create(&mut self, id: CustomerId, cause: &Cause, changes: &mut Vec<Change>) -> CustomerId {
-        debug_assert!(!self.customers.contains_key(&id), "customer ids are unique");
-        self.customers.insert(
+    /// Makes customer `id`; returns its place.
+    fn create(&mut self, id: CustomerId, cause: &Cause, changes: &mut Vec<Change>) -> u32 {
+        let place = u32::try_from(self.customers.len()).expect("fewer than 2^32 customers");
+        let previous = self.places.insert(id, place);
+        debug_assert!(previous.is_none(), "customer ids are unique");
+        self.customers.push(Some(Customer {
             id,
-            Customer {
-                id,
-                created: self.next_created,
-                identifiers: Vec::new(),
-            },
-        );
-        self.next_created += 1;
+            created: u64::from(place),
+            identifiers: Vec::new(),
+        }));
         changes.push(Change::Created {
             customer: id,
             cause: cause.clone(),
         });
-        id
+        place
     }
 
-    /// Gives the identifier known at `at` to `customer`.
-    fn link(&mut self, customer: CustomerId, at: u32, cause: &Cause, changes: &mut Vec<Change>) {
-        self.known.hold_at(at, Some(customer));
+    /// Gives the identifier known at `at` to the customer at `place`.
+    fn link(&mut self, place: u32, at: u32, cause: &Cause, changes: &mut Vec<Change>) {
+        self.known.hold_at(at, Some(place));
         let identifier = self.known.identifier(at).clone();
-        if let Some(held) = self.customers.get_mut(&customer)
-            && let Err(place) = held.identifiers.binary_search(&identifier)
-        {
-            held.identifiers.insert(place, identifier.clone());
+        let held = self.at_mut(place);
+        if let Err(index) = held.identifiers.binary_search(&identifier) {
+            held.identifiers.insert(index, identifier.clone());
         }
         changes.push(Change::Linked {
-            customer,
+            customer: held.id,
             identifier,
             cause: cause.clone(),
         });
     }
 
-    fn absorb(
-        &mut self,
-        survivor: CustomerId,
-        absorbed: CustomerId,
-        cause: &Cause,
-        changes: &mut Vec<Change>,
-    ) {
-        let Some(gone) = self.customers.remove(&absorbed) else {
+    /// Moves the customer at `absorbed` into the one at `survivor`, with its identifiers and
+    /// lineage.
+    fn absorb(&mut self, survivor: u32, absorbed: u32, cause: &Cause, changes: &mut Vec<Change>) {
+        let Some(gone) = self.customers[absorbed as usize].take() else {
             return;
         };
-        let mut inherited = self.lineage.remove(&absorbed).unwrap_or_default();
-        inherited.insert(absorbed);
-        self.lineage.entry(survivor).or_default().extend(inherited);
-        self.absorbed_into.insert(absorbed, survivor);
+        self.places.remove(&gone.id);
+        let survivor_id = self.at(survivor).id;
+        let mut inherited = self.lineage.remove(&gone.id).unwrap_or_default();
+        inherited.insert(gone.id);
+        self.lineage
+            .entry(survivor_id)
+            .or_default()
+            .extend(inherited);
+        self.absorbed_into.insert(gone.id, survivor_id);
         for identifier in &gone.identifiers {
             self.known.hold(identifier, Some(survivor));
         }
-        if let Some(kept) = self.customers.get_mut(&survivor) {
-            kept.identifiers.extend(gone.identifiers.iter().cloned());
-            kept.identifiers.sort_unstable();
-        }
+        let kept = self.at_mut(survivor);
+        kept.identifiers.extend(gone.identifiers.iter().cloned());
+        kept.identifiers.sort_unstable();
         changes.push(Change::Merged {
-            survivor,
-            absorbed,
+            survivor: survivor_id,
+            absorbed: gone.id,
             identifiers: gone.identifiers,
             cause: cause.clone(),
         });

@@ -1,11 +1,11 @@
-//! The identifiers the graph knows, each with the customer that holds it (if any).
+//! The identifiers the graph knows, each with the customer that holds it (if any), by its place
+//! among the graph's customers.
 //!
 //! Each identifier is known once, by a dense index, from the first event that carries it (a
 //! blocked value is never known). The graph's customers, inputs and changes share its one
 //! allocation. Resolving an event costs one hash and one probe per identifier, and linking or
 //! moving an identifier it already found costs no second look-up.
 
-use super::graph::CustomerId;
 use kinfold_core::Identifier;
 use smallvec::SmallVec;
 use std::hash::BuildHasher;
@@ -45,8 +45,12 @@ struct Known {
     hash: u64,
     key: Key,
     identifier: Arc<Identifier>,
-    holder: Option<CustomerId>,
+    /// The holder's place among the graph's customers, or [`NOBODY`].
+    holder: u32,
 }
+
+/// The holder of an identifier nobody holds.
+const NOBODY: u32 = u32::MAX;
 
 /// Every known identifier and its holder. Nothing iterates the table, so its (per process
 /// random) order never shows.
@@ -92,7 +96,7 @@ impl KnownIdentifiers {
             hash,
             key: key(identifier),
             identifier: share(),
-            holder: None,
+            holder: NOBODY,
         });
         let known = &self.known;
         self.table
@@ -105,23 +109,25 @@ impl KnownIdentifiers {
         &self.known[at as usize].identifier
     }
 
-    /// The customer holding the identifier at `at`.
-    pub(super) fn holder_at(&self, at: u32) -> Option<CustomerId> {
-        self.known[at as usize].holder
+    /// Where the customer holding the identifier at `at` is among the graph's customers.
+    pub(super) fn holder_at(&self, at: u32) -> Option<u32> {
+        let holder = self.known[at as usize].holder;
+        (holder != NOBODY).then_some(holder)
     }
 
-    /// The customer holding `identifier`.
-    pub(super) fn holder(&self, identifier: &Identifier) -> Option<CustomerId> {
+    /// Where the customer holding `identifier` is among the graph's customers.
+    pub(super) fn holder(&self, identifier: &Identifier) -> Option<u32> {
         self.find(identifier).and_then(|at| self.holder_at(at))
     }
 
-    /// Gives the identifier at `at` to `holder` (`None`: to nobody).
-    pub(super) fn hold_at(&mut self, at: u32, holder: Option<CustomerId>) {
-        self.known[at as usize].holder = holder;
+    /// Gives the identifier at `at` to the customer at `holder` (`None`: to nobody).
+    pub(super) fn hold_at(&mut self, at: u32, holder: Option<u32>) {
+        self.known[at as usize].holder = holder.unwrap_or(NOBODY);
     }
 
-    /// Gives `identifier`, which must be known, to `holder` (`None`: to nobody).
-    pub(super) fn hold(&mut self, identifier: &Identifier, holder: Option<CustomerId>) {
+    /// Gives `identifier`, which must be known, to the customer at `holder` (`None`: to
+    /// nobody).
+    pub(super) fn hold(&mut self, identifier: &Identifier, holder: Option<u32>) {
         if let Some(at) = self.find(identifier) {
             self.hold_at(at, holder);
         }

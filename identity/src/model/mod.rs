@@ -4,6 +4,7 @@ pub mod graph;
 mod known;
 pub mod preview;
 pub mod rules;
+mod seen;
 
 pub use graph::{
     Cause, Change, Customer, CustomerId, EventIdentifiers, GraphError, IdentityGraph, Input,
