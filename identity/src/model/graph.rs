@@ -28,7 +28,7 @@
 //! [`Input::Split`]), so every event lands where it would have without the merge, and the ids
 //! come back because they derive from first-seen events.
 
-use super::known::KnownIdentifiers;
+use super::known::{KnownIdentifiers, NOBODY};
 use super::rules::{Rules, RulesFile};
 use super::seen::SeenEvents;
 use kinfold_core::{EventId, Identifier};
@@ -277,6 +277,8 @@ pub struct IdentityGraph {
     customers: Vec<Option<Customer>>,
     /// The place of each live customer.
     places: HashMap<CustomerId, u32>,
+    /// The id of every customer ever made, by place.
+    ids: Vec<CustomerId>,
     /// Every identifier known and who holds it.
     known: KnownIdentifiers,
     review: BTreeMap<u64, ReviewItem>,
@@ -287,8 +289,9 @@ pub struct IdentityGraph {
     absorbed_into: HashMap<CustomerId, CustomerId>,
     erased: HashSet<CustomerId>,
     apart: Vec<Apart>,
-    /// Every event observed and the customer it resolved to then.
-    events: Vec<(EventId, Option<CustomerId>)>,
+    /// Every event observed and the place of the customer it resolved to then ([`NOBODY`]:
+    /// none).
+    events: Vec<(EventId, u32)>,
     /// Where each event is in `events`: an event delivered again changes nothing.
     seen: SeenEvents,
 }
@@ -300,6 +303,7 @@ impl IdentityGraph {
             rules,
             customers: Vec::new(),
             places: HashMap::new(),
+            ids: Vec::new(),
             known: KnownIdentifiers::default(),
             review: BTreeMap::new(),
             next_review: 1,
@@ -430,11 +434,18 @@ impl IdentityGraph {
         }
     }
 
+    /// Where an event that went to the customer at `place` ([`NOBODY`]: none) belongs now.
+    fn now_of(&self, place: u32) -> Option<CustomerId> {
+        self.ids
+            .get(place as usize)
+            .and_then(|&customer| self.current(customer))
+    }
+
     /// Every event observed, with the customer it belongs to now.
     pub fn event_customers(&self) -> Vec<(EventId, Option<CustomerId>)> {
         self.events
             .iter()
-            .map(|(event, customer)| (*event, customer.and_then(|c| self.current(c))))
+            .map(|&(event, place)| (event, self.now_of(place)))
             .collect()
     }
 
@@ -531,7 +542,7 @@ impl IdentityGraph {
             .seen
             .first_sight(&event_id, events.len(), |at| events[at as usize].0)?;
         Some(Resolution {
-            customer: self.events[index].1.and_then(|c| self.current(c)),
+            customer: self.now_of(self.events[index].1),
             blocked: Vec::new(),
             changes: Vec::new(),
         })
@@ -898,7 +909,7 @@ impl IdentityGraph {
             });
         }
         if usable.is_empty() {
-            self.events.push((event_id, None));
+            self.events.push((event_id, NOBODY));
             return Resolution {
                 customer: None,
                 blocked,
@@ -988,10 +999,9 @@ impl IdentityGraph {
                 ),
             }
         }
-        let target = self.at(target).id;
-        self.events.push((event_id, Some(target)));
+        self.events.push((event_id, target));
         Resolution {
-            customer: Some(target),
+            customer: Some(self.ids[target as usize]),
             blocked,
             changes,
         }
@@ -1002,6 +1012,7 @@ impl IdentityGraph {
         let place = u32::try_from(self.customers.len()).expect("fewer than 2^32 customers");
         let previous = self.places.insert(id, place);
         debug_assert!(previous.is_none(), "customer ids are unique");
+        self.ids.push(id);
         self.customers.push(Some(Customer {
             id,
             created: u64::from(place),

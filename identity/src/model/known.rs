@@ -49,8 +49,8 @@ struct Known {
     holder: u32,
 }
 
-/// The holder of an identifier nobody holds.
-const NOBODY: u32 = u32::MAX;
+/// The place of no customer: the holder of an identifier nobody holds.
+pub(super) const NOBODY: u32 = u32::MAX;
 
 /// Every known identifier and its holder. Nothing iterates the table, so its (per process
 /// random) order never shows.
