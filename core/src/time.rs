@@ -31,3 +31,28 @@ impl Clock for FixedClock {
         self.0
     }
 }
+
+/// A clock that says what it is set to: for tests that move time on (a timer's due day) without
+/// waiting for it.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(at: TimestampMicros) -> Self {
+        Self(std::sync::atomic::AtomicI64::new(at))
+    }
+
+    pub fn set(&self, at: TimestampMicros) {
+        self.0.store(at, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn advance(&self, by: TimestampMicros) {
+        self.0.fetch_add(by, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_micros(&self) -> TimestampMicros {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -303,6 +303,29 @@ pub struct ProfileProcessor {
     registry: Arc<SchemaRegistry>,
     /// `events.resolved`.
     topic: String,
+    /// Where to say which customers changed (`profiles.changed`), if anywhere.
+    notices: Option<String>,
+}
+
+/// What `profiles.changed` carries, keyed by the customer: a customer's profile may have
+/// changed (folded an event, was merged away, erased, had an event moved out). Sent at least
+/// once for every customer a batch touched, after its rows are durable, so a reader that
+/// loads the customer then sees the change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProfileChanged {
+    pub customer: String,
+    /// The last event of the batch that the customer took in, if any (else a marker).
+    pub event_id: Option<EventId>,
+}
+
+impl ProfileChanged {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a notice serialises")
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 impl std::fmt::Debug for ProfileProcessor {
@@ -320,6 +343,8 @@ struct Work {
     touched_state: bool,
     /// The next offset of the batch's partition taken in.
     next: Option<u64>,
+    /// The last event taken in.
+    last_event: Option<EventId>,
 }
 
 impl ProfileProcessor {
@@ -334,7 +359,14 @@ impl ProfileProcessor {
             kv,
             registry,
             topic: topic.into(),
+            notices: None,
         }
+    }
+
+    /// Says which customers changed on `topic` (`profiles.changed`), after each batch.
+    pub fn with_notices(mut self, topic: impl Into<String>) -> Self {
+        self.notices = Some(topic.into());
+        self
     }
 
     /// The record that gives an event of `from` to `to`.
@@ -429,6 +461,7 @@ impl ProfileProcessor {
             }
             None => match decode_framed_canonical(&record.value, &self.registry) {
                 Ok(event) => {
+                    let event_id = event.event_id;
                     let onward = if let Some(to) = stored.moved.remove(&event.event_id) {
                         // Moved away before it came: on to where it went, once.
                         work.mutations.push(KvMutation::Delete {
@@ -454,6 +487,7 @@ impl ProfileProcessor {
                         None if stored.erased => {}
                         None => self.fold_event(work, event, record.value.clone(), tally),
                     }
+                    work.last_event = Some(event_id);
                 }
                 Err(error) => {
                     tracing::error!(offset = record.offset, %error, "events.resolved record is not a canonical frame; skipped");
@@ -550,6 +584,7 @@ impl Processor for ProfileProcessor {
                 mutations: Vec::new(),
                 touched_state: false,
                 next: None,
+                last_event: None,
             };
             for record in records {
                 if record.offset < taken {
@@ -576,7 +611,23 @@ impl Processor for ProfileProcessor {
                 .apply(PROFILES_TABLE, customer.as_bytes(), Vec::new(), true)
                 .await?;
         }
+        let mut notices = Vec::with_capacity(works.len());
         for (at, (customer, mut work)) in works.into_iter().enumerate() {
+            // Every customer of the batch, replayed or not: an earlier attempt may have made
+            // its rows durable and stopped before saying so.
+            notices.push(OutgoingRecord {
+                key: Some(Bytes::from(customer.clone())),
+                value: Bytes::from(
+                    ProfileChanged {
+                        customer: customer.clone(),
+                        event_id: work.last_event,
+                    }
+                    .to_json(),
+                ),
+                headers: Vec::new(),
+                timestamp_millis: records.last().map_or(0, |record| record.timestamp_millis),
+                partition: None,
+            });
             let Some(next) = work.next else {
                 continue;
             };
@@ -595,6 +646,9 @@ impl Processor for ProfileProcessor {
             self.kv
                 .apply(PROFILES_TABLE, customer.as_bytes(), work.mutations, durable)
                 .await?;
+        }
+        if let Some(topic) = &self.notices {
+            self.log.append(topic, notices).await?;
         }
         Ok(tally)
     }

@@ -1,7 +1,12 @@
 //! The segments stage: live rule-based membership, timers and triggers, and the gRPC query
-//! service. Built so far: the rule language ([`rule`]).
+//! service.
+//!
+//! - [`rule`]: the rule language; [`eval`]: a rule evaluated for one customer at an instant;
+//! - [`membership`]: live membership and timers; [`triggers`]: once-per-period firings;
+//! - [`stage`]: the stage over `profiles.changed`, with its state in the key-value store.
 
 pub mod eval;
 pub mod membership;
 pub mod rule;
+pub mod stage;
 pub mod triggers;

@@ -146,13 +146,51 @@ impl Memberships {
         changes
     }
 
-    /// Takes `slot` out of every segment and drops its timer (an erased or absorbed customer).
-    pub fn forget(&mut self, slot: Slot) {
-        for members in self.members.values_mut() {
-            members.remove(slot);
+    /// Takes `slot` out of every segment and drops its timer (an erased or absorbed customer);
+    /// returns the exits, at `at`.
+    pub fn forget(&mut self, slot: Slot, at: TimestampMicros, cause: Cause) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for segment in self.segments.values() {
+            if let Some(members) = self.members.get_mut(&segment.id)
+                && members.remove(slot)
+            {
+                changes.push(Change {
+                    segment: segment.id.clone(),
+                    version: segment.version,
+                    slot,
+                    entered: false,
+                    at,
+                    cause,
+                });
+            }
         }
         if let Some(old) = self.wake_at.remove(&slot) {
             self.timers.remove(&(old, slot));
         }
+        changes
+    }
+
+    /// Makes the timer of `slot` come due no later than `at` (a trigger's rule could change
+    /// its answer then).
+    pub fn wake_no_later_than(&mut self, slot: Slot, at: TimestampMicros) {
+        if self.wake_at(slot).is_none_or(|wake| at < wake) {
+            self.restore_timer(slot, at);
+        }
+    }
+
+    /// Puts `slot` among the members of segment `id` as stored (when the stage loads); a
+    /// segment no longer defined is ignored.
+    pub fn restore_member(&mut self, id: &str, slot: Slot) {
+        if let Some(members) = self.members.get_mut(id) {
+            members.insert(slot);
+        }
+    }
+
+    /// Sets the timer of `slot` as stored.
+    pub fn restore_timer(&mut self, slot: Slot, at: TimestampMicros) {
+        if let Some(old) = self.wake_at.insert(slot, at) {
+            self.timers.remove(&(old, slot));
+        }
+        self.timers.insert((at, slot));
     }
 }

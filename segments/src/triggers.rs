@@ -116,14 +116,30 @@ impl Fired {
         subject: &Subject<'_>,
         wall_clock: TimestampMicros,
     ) -> Option<Firing> {
-        if subject.now < wall_clock - GRACE_MICROS {
-            return None;
-        }
-        if !consented(trigger.purpose.as_deref(), subject.profile)
-            || evaluate(&trigger.rule, subject).holds != Some(true)
-        {
-            return None;
-        }
+        self.evaluate_timed(trigger, customer, subject, wall_clock)
+            .0
+    }
+
+    /// [`Self::evaluate`], with the next instant the trigger's rule could change its answer
+    /// (when to evaluate the customer again with no event).
+    pub fn evaluate_timed(
+        &mut self,
+        trigger: &Trigger,
+        customer: &str,
+        subject: &Subject<'_>,
+        wall_clock: TimestampMicros,
+    ) -> (Option<Firing>, Option<TimestampMicros>) {
+        let outcome = evaluate(&trigger.rule, subject);
+        let firing = (subject.now >= wall_clock - GRACE_MICROS
+            && consented(trigger.purpose.as_deref(), subject.profile)
+            && outcome.holds == Some(true))
+        .then(|| self.fire(trigger, customer, subject))
+        .flatten();
+        (firing, outcome.next_change)
+    }
+
+    /// The firing of `trigger`'s period for `customer`, unless it fired already.
+    fn fire(&mut self, trigger: &Trigger, customer: &str, subject: &Subject<'_>) -> Option<Firing> {
         let period = period_key(trigger.period, subject)?;
         let id = uuid::Uuid::new_v5(
             &FIRING_NAMESPACE,
