@@ -5,7 +5,11 @@ use prost::Message as _;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["kinfold/v1/identity.proto", "kinfold/v1/profile.proto"];
+    let protos = [
+        "kinfold/v1/identity.proto",
+        "kinfold/v1/profile.proto",
+        "kinfold/v1/segment.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

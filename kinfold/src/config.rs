@@ -59,7 +59,7 @@ pub struct RegistryConfig {
 }
 
 /// The stages a process runs.
-pub const STAGES: &[&str] = &["ingest", "identity", "profile"];
+pub const STAGES: &[&str] = &["ingest", "identity", "profile", "segments"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,5 +1,4 @@
-//! The gRPC server: Kinfold's services (identity now; profiles and segments with their
-//! stages), gRPC health checking, and server reflection in both its versions (v1 and v1alpha),
+//! The gRPC server: Kinfold's services (identity, profiles and segments, each with its stage), gRPC health checking, and server reflection in both its versions (v1 and v1alpha),
 //! so that a generic client can learn the API from the server itself.
 //!
 //! Explicit limits: requests up to 4 MiB, answers up to 16 MiB, and every call ends within
@@ -9,6 +8,8 @@ use kinfold_identity::service::IdentityService;
 use kinfold_profile::service::ProfileService;
 use kinfold_proto::v1::identity_service_server::IdentityServiceServer;
 use kinfold_proto::v1::profile_service_server::ProfileServiceServer;
+use kinfold_proto::v1::segment_service_server::SegmentServiceServer;
+use kinfold_segments::service::SegmentService;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -28,6 +29,8 @@ pub struct Services {
     pub identity: Option<IdentityService>,
     /// Present when this process runs the profile stage.
     pub profile: Option<ProfileService>,
+    /// Present when this process runs the segment stage.
+    pub segments: Option<SegmentService>,
 }
 
 /// The connections `listener` accepts, with Nagle's algorithm off: an answer larger than a
@@ -79,6 +82,17 @@ pub async fn run(
             .set_serving::<ProfileServiceServer<ProfileService>>()
             .await;
     }
+    let segments = services.segments.map(|service| {
+        service
+            .into_server()
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    });
+    if segments.is_some() {
+        health
+            .set_serving::<SegmentServiceServer<SegmentService>>()
+            .await;
+    }
     tonic::transport::Server::builder()
         .timeout(CALL_TIMEOUT)
         .add_service(health_service)
@@ -86,6 +100,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_optional_service(identity)
         .add_optional_service(profile)
+        .add_optional_service(segments)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())

@@ -15,6 +15,8 @@ use kinfold_ingest::stage::IngestProcessor;
 use kinfold_profile::ProfileRules;
 use kinfold_profile::service::ProfileService;
 use kinfold_profile::stage::ProfileProcessor;
+use kinfold_segments::service::SegmentService;
+use kinfold_segments::stage::{SegmentProcessor, SegmentStage, SegmentTopics};
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -215,6 +217,13 @@ async fn start_profile(
         .ensure_topic(&topics.resolved, topics.resolved_partitions)
         .await
         .context("events.resolved")?;
+    // Where it says which customers changed, for the segment stage here or elsewhere.
+    let segment_topics = SegmentTopics::default();
+    app.backends
+        .log
+        .ensure_topic(&segment_topics.changed, segment_topics.changed_partitions)
+        .await
+        .context("profiles.changed")?;
     let mut config = StageConfig::new("profile");
     config.max_in_flight = kinfold_profile::stage::MAX_IN_FLIGHT;
     let processor = Arc::new(ProfileProcessor::new(
@@ -222,7 +231,8 @@ async fn start_profile(
         app.backends.kv.clone(),
         app.registry.clone(),
         topics.resolved.clone(),
-    ));
+    )
+    .with_notices(segment_topics.changed));
     Ok(supervise(
         "profile",
         app.backends.log.clone(),
@@ -234,6 +244,68 @@ async fn start_profile(
 }
 
 /// Resolves on SIGINT or SIGTERM.
+const SEGMENTS_GROUP: &str = "kinfold-segments";
+
+/// How often the segment stage looks for due timers.
+const WAKE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The segment stage over `profiles.changed`, its timer loop, and the stage itself (for the
+/// segment API).
+type SegmentsStage = (
+    (RunningStage, tokio::task::JoinHandle<()>),
+    tokio::task::JoinHandle<()>,
+    Arc<SegmentStage>,
+);
+
+async fn start_segments(
+    app: &App,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<SegmentsStage> {
+    let topics = SegmentTopics::default();
+    topics
+        .ensure(app.backends.log.as_ref())
+        .await
+        .context("segment topics")?;
+    let stage = Arc::new(SegmentStage::new(
+        app.backends.log.clone(),
+        app.backends.kv.clone(),
+        app.registry.clone(),
+        profile_rules(&app.config.profile.rules)?,
+        Arc::new(SystemClock),
+        topics.clone(),
+    ));
+    let mut config = StageConfig::new("segments");
+    config.max_in_flight = kinfold_segments::stage::MAX_IN_FLIGHT;
+    let running = supervise(
+        "segments",
+        app.backends.log.clone(),
+        Arc::new(SegmentProcessor(stage.clone())),
+        GroupOptions::new(SEGMENTS_GROUP, vec![topics.changed]),
+        config,
+        shutdown.clone(),
+    );
+    let timers = tokio::spawn({
+        let stage = stage.clone();
+        let mut shutdown = shutdown;
+        async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                    () = tokio::time::sleep(WAKE_INTERVAL) => {}
+                }
+                match stage.wake_due().await {
+                    Ok(tally) if tally.evaluated > 0 => {
+                        tracing::debug!(?tally, "segment timers woke customers");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "segment timers; trying again"),
+                }
+            }
+        }
+    });
+    Ok((running, timers, stage))
+}
+
 pub async fn signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -299,11 +371,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Arc::new(SystemClock),
         ));
     }
+    if app.config.serve.runs("segments")? {
+        let ((stage, task), timers, segments) =
+            start_segments(&app, shutdown_signal.clone()).await?;
+        stages.push(stage);
+        stage_tasks.push(task);
+        stage_tasks.push(timers);
+        services.segments = Some(SegmentService::new(segments));
+    }
     let grpc_services: Vec<&str> = services
         .identity
         .iter()
         .map(|_| "kinfold.v1.IdentityService")
         .chain(services.profile.iter().map(|_| "kinfold.v1.ProfileService"))
+        .chain(services.segments.iter().map(|_| "kinfold.v1.SegmentService"))
         .collect();
     let grpc_task = tokio::spawn(grpc::run(grpc_listener, services, {
         let mut shutdown = shutdown_signal.clone();

@@ -8,5 +8,6 @@
 pub mod eval;
 pub mod membership;
 pub mod rule;
+pub mod service;
 pub mod stage;
 pub mod triggers;

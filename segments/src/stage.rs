@@ -23,7 +23,7 @@
 //! rows), loaded from the store when the stage starts. One stage holds every customer: the
 //! embedded deployment's, or one consumer of `profiles.changed` on Kafka.
 
-use crate::eval::Subject;
+use crate::eval::{Explanation, Subject, consented, evaluate, explain};
 use crate::membership::{Cause, Change, Memberships, Segment, Slot};
 use crate::rule::{self, Rule, RuleError};
 use crate::triggers::{Fired, Firing, Period, Trigger};
@@ -161,6 +161,14 @@ struct Pending {
     timestamp_millis: i64,
 }
 
+/// A rule's size over the stored profiles (see [`SegmentStage::preview`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Preview {
+    pub members: u64,
+    pub customers: u64,
+    pub sample: Vec<String>,
+}
+
 /// What the stage counted.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SegmentTally {
@@ -205,6 +213,8 @@ pub enum DefinitionError {
     Invalid { field: &'static str, reason: String },
     #[error("no segment {0}")]
     Unknown(String),
+    #[error("segment {0} exists already")]
+    Exists(String),
     #[error(transparent)]
     Stage(#[from] SegmentError),
 }
@@ -671,7 +681,7 @@ impl SegmentStage {
     async fn evaluate_customers(
         &self,
         live: &mut Live,
-        customers: impl IntoIterator<Item = (String, Cause)>,
+        customers: Vec<(String, Cause)>,
     ) -> Result<SegmentTally, SegmentError> {
         let mut effect = Effect::default();
         let mut ends = HashMap::new();
@@ -702,10 +712,11 @@ impl SegmentStage {
             .await?;
         let mut tally = SegmentTally::default();
         for chunk in customers.chunks(1_000) {
-            let customers = chunk
+            let customers: Vec<(String, Cause)> = chunk
                 .iter()
-                .filter_map(|key| std::str::from_utf8(key).ok())
-                .map(|customer| (customer.to_owned(), Cause::Refresh));
+                .filter_map(|key| String::from_utf8(key.to_vec()).ok())
+                .map(|customer| (customer, Cause::Refresh))
+                .collect();
             tally += self.evaluate_customers(live, customers).await?;
         }
         Ok(tally)
@@ -719,10 +730,46 @@ impl SegmentStage {
         rule_text: &str,
         purpose: Option<String>,
     ) -> Result<SegmentDefinition, DefinitionError> {
+        self.define(id, rule_text, purpose, None).await
+    }
+
+    /// Defines a new segment `id` (an error if it exists).
+    pub async fn create_segment(
+        &self,
+        id: &str,
+        rule_text: &str,
+        purpose: Option<String>,
+    ) -> Result<SegmentDefinition, DefinitionError> {
+        self.define(id, rule_text, purpose, Some(false)).await
+    }
+
+    /// A new version of segment `id` (an error if there is none).
+    pub async fn update_segment(
+        &self,
+        id: &str,
+        rule_text: &str,
+        purpose: Option<String>,
+    ) -> Result<SegmentDefinition, DefinitionError> {
+        self.define(id, rule_text, purpose, Some(true)).await
+    }
+
+    /// Defines segment `id`; `exists` says whether it must exist already (`None`: either).
+    async fn define(
+        &self,
+        id: &str,
+        rule_text: &str,
+        purpose: Option<String>,
+        exists: Option<bool>,
+    ) -> Result<SegmentDefinition, DefinitionError> {
         check_id("id", id)?;
         let rule = parse_rule(rule_text)?;
         let mut live = self.live.lock().await;
         self.load(&mut live).await?;
+        match (exists, live.definitions.contains_key(id)) {
+            (Some(true), false) => return Err(DefinitionError::Unknown(id.to_owned())),
+            (Some(false), true) => return Err(DefinitionError::Exists(id.to_owned())),
+            _ => {}
+        }
         let version = live
             .definitions
             .get(id)
@@ -863,6 +910,119 @@ impl SegmentStage {
         Ok(live.memberships.members(id).map(|members| members.len()))
     }
 
+    /// Segment `id`'s definition.
+    pub async fn definition(&self, id: &str) -> Result<Option<SegmentDefinition>, SegmentError> {
+        let mut live = self.live.lock().await;
+        self.load(&mut live).await?;
+        Ok(live.definitions.get(id).cloned())
+    }
+
+    /// Whether `customer` is a member of segment `id`, and the segment's version; `None` if
+    /// there is no such segment.
+    pub async fn is_member(
+        &self,
+        id: &str,
+        customer: &str,
+    ) -> Result<Option<(bool, u32)>, SegmentError> {
+        let mut live = self.live.lock().await;
+        self.load(&mut live).await?;
+        let Some(definition) = live.definitions.get(id) else {
+            return Ok(None);
+        };
+        let member = live.slots.get(customer).is_some_and(|slot| {
+            live.memberships
+                .members(id)
+                .is_some_and(|members| members.contains(*slot))
+        });
+        Ok(Some((member, definition.version)))
+    }
+
+    /// The stored profile of `customer` as a subject now, given to `f`; `None` if the customer
+    /// has no profile (never seen, merged away or erased).
+    async fn with_subject<T>(
+        &self,
+        customer: &str,
+        f: impl FnOnce(&Subject<'_>) -> T,
+    ) -> Result<Option<T>, SegmentError> {
+        let stored = load_customer(self.kv.as_ref(), &self.registry, customer).await?;
+        if stored.redirect.is_some() || stored.erased || stored.journal.is_empty() {
+            return Ok(None);
+        }
+        let now = self.clock.now_micros();
+        let profile = stored.state.profile(&self.rules, now);
+        Ok(Some(f(&Subject {
+            profile: &profile,
+            journal: &stored.journal,
+            now,
+            time_zone: time_zone_of(&profile),
+            population: None,
+        })))
+    }
+
+    /// Why `customer` is or is not in segment `id`: whether it is (as kept), whether it has the
+    /// segment's consent, and the rule explained now. `Ok(None)`: no such segment or customer.
+    pub async fn explain(
+        &self,
+        id: &str,
+        customer: &str,
+    ) -> Result<Option<(bool, bool, Explanation)>, SegmentError> {
+        let Some((member, _)) = self.is_member(id, customer).await? else {
+            return Ok(None);
+        };
+        let Some(definition) = self.definition(id).await? else {
+            return Ok(None);
+        };
+        let segment = segment_of(&definition)?;
+        Ok(self
+            .with_subject(customer, |subject| {
+                (
+                    member,
+                    consented(segment.purpose.as_deref(), subject.profile),
+                    explain(&segment.rule, subject),
+                )
+            })
+            .await?)
+    }
+
+    /// How many customers with a profile the rule (with its consent purpose) holds for now, of
+    /// how many, and the first `sample` of them by id: a full pass over the stored profiles,
+    /// changing nothing.
+    pub async fn preview(
+        &self,
+        rule: &Rule,
+        purpose: Option<&str>,
+        sample: usize,
+    ) -> Result<Preview, SegmentError> {
+        let mut customers: Vec<String> = self
+            .kv
+            .partition_keys(kinfold_profile::stage::PROFILES_TABLE)
+            .await?
+            .iter()
+            .filter_map(|key| String::from_utf8(key.to_vec()).ok())
+            .collect();
+        customers.sort_unstable();
+        let mut preview = Preview::default();
+        for customer in customers {
+            let holds = self
+                .with_subject(&customer, |subject| {
+                    consented(purpose, subject.profile)
+                        && evaluate(rule, subject).holds == Some(true)
+                })
+                .await?;
+            let Some(holds) = holds else {
+                continue;
+            };
+            preview.customers += 1;
+            if holds {
+                preview.members += 1;
+                if preview.sample.len() < sample {
+                    preview.sample.push(customer);
+                }
+            }
+        }
+        Ok(preview)
+    }
+
     /// When `customer` is to be evaluated again with no event.
     pub async fn wake_at(&self, customer: &str) -> Result<Option<TimestampMicros>, SegmentError> {
         let mut live = self.live.lock().await;
@@ -991,7 +1151,9 @@ impl SegmentStage {
         }
         let mut live = self.live.lock().await;
         self.load(&mut live).await?;
-        let mut tally = self.evaluate_customers(&mut live, customers).await?;
+        let mut tally = self
+            .evaluate_customers(&mut live, customers.into_iter().collect())
+            .await?;
         tally.unreadable += unreadable;
         Ok(tally)
     }
