@@ -226,13 +226,15 @@ async fn start_profile(
         .context("profiles.changed")?;
     let mut config = StageConfig::new("profile");
     config.max_in_flight = kinfold_profile::stage::MAX_IN_FLIGHT;
-    let processor = Arc::new(ProfileProcessor::new(
-        app.backends.log.clone(),
-        app.backends.kv.clone(),
-        app.registry.clone(),
-        topics.resolved.clone(),
-    )
-    .with_notices(segment_topics.changed));
+    let processor = Arc::new(
+        ProfileProcessor::new(
+            app.backends.log.clone(),
+            app.backends.kv.clone(),
+            app.registry.clone(),
+            topics.resolved.clone(),
+        )
+        .with_notices(segment_topics.changed),
+    );
     Ok(supervise(
         "profile",
         app.backends.log.clone(),
@@ -384,7 +386,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .iter()
         .map(|_| "kinfold.v1.IdentityService")
         .chain(services.profile.iter().map(|_| "kinfold.v1.ProfileService"))
-        .chain(services.segments.iter().map(|_| "kinfold.v1.SegmentService"))
+        .chain(
+            services
+                .segments
+                .iter()
+                .map(|_| "kinfold.v1.SegmentService"),
+        )
         .collect();
     let grpc_task = tokio::spawn(grpc::run(grpc_listener, services, {
         let mut shutdown = shutdown_signal.clone();

@@ -90,8 +90,7 @@ fn a_reflection_client_defines_counts_lists_and_explains_segments_that_follow_a_
 
 #[cfg(feature = "kafka")]
 #[test]
-fn a_reflection_client_defines_counts_lists_and_explains_segments_that_follow_a_merge_on_kafka()
-{
+fn a_reflection_client_defines_counts_lists_and_explains_segments_that_follow_a_merge_on_kafka() {
     segments_over_grpc(&TestLog::kafka());
 }
 
@@ -120,7 +119,13 @@ fn segments_over_grpc(log: &TestLog) {
     );
     wait_stages_caught_up(
         &server,
-        &["ingest", "identity-forward", "identity", "profile", "segments"],
+        &[
+            "ingest",
+            "identity-forward",
+            "identity",
+            "profile",
+            "segments",
+        ],
         Duration::from_secs(120),
     );
     let person = customer_of(&server, "member_card", "kinfold-demo", "M1");
@@ -132,7 +137,10 @@ fn segments_over_grpc(log: &TestLog) {
         json!({"id": "buyers", "rule": "orders>=1"}),
     );
     assert_eq!(created["version"], 1);
-    assert_eq!(created["rule"], "orders >= 1", "the rule as the language prints it");
+    assert_eq!(
+        created["rule"], "orders >= 1",
+        "the rule as the language prints it"
+    );
     wait_members(&server, "buyers", &[&buyer]);
     let counted = segments(&server, "CountMembers", json!({"segment_id": "buyers"}));
     assert_eq!(count(&counted["members"]), 1);
@@ -162,7 +170,9 @@ fn segments_over_grpc(log: &TestLog) {
         .map(|line| line.as_str().expect("a line"))
         .collect();
     assert!(
-        lines.iter().any(|line| line.contains("orders") && line.contains('0')),
+        lines
+            .iter()
+            .any(|line| line.contains("orders") && line.contains('0')),
         "{lines:?}"
     );
 
@@ -203,7 +213,10 @@ fn segments_over_grpc(log: &TestLog) {
         json!({"id": "broken", "rule": "orders >="}),
     );
     assert_eq!(bad_rule["code"], "INVALID_ARGUMENT", "{bad_rule}");
-    assert_eq!(bad_rule["field_violations"][0]["field"], "rule", "{bad_rule}");
+    assert_eq!(
+        bad_rule["field_violations"][0]["field"], "rule",
+        "{bad_rule}"
+    );
     let again = call(
         &server,
         "CreateSegment",

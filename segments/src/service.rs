@@ -168,11 +168,7 @@ impl pb::segment_service_server::SegmentService for SegmentService {
         };
         let preview = self
             .stage
-            .preview(
-                &rule,
-                purpose(&request.purpose).as_deref(),
-                sample as usize,
-            )
+            .preview(&rule, purpose(&request.purpose).as_deref(), sample as usize)
             .await
             .map_err(|error| internal(&error))?;
         Ok(Response::new(pb::PreviewSegmentResponse {
@@ -223,7 +219,8 @@ impl pb::segment_service_server::SegmentService for SegmentService {
         if !request.page_token.is_empty() && uuid::Uuid::parse_str(&request.page_token).is_err() {
             return Err(invalid_page_token());
         }
-        let start = members.partition_point(|customer| customer.as_str() <= request.page_token.as_str());
+        let start =
+            members.partition_point(|customer| customer.as_str() <= request.page_token.as_str());
         let page: Vec<String> = members[start..].iter().take(size).cloned().collect();
         let next_page_token = if start + page.len() < members.len() {
             page.last().cloned().unwrap_or_default()

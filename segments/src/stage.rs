@@ -973,15 +973,14 @@ impl SegmentStage {
             return Ok(None);
         };
         let segment = segment_of(&definition)?;
-        Ok(self
-            .with_subject(customer, |subject| {
-                (
-                    member,
-                    consented(segment.purpose.as_deref(), subject.profile),
-                    explain(&segment.rule, subject),
-                )
-            })
-            .await?)
+        self.with_subject(customer, |subject| {
+            (
+                member,
+                consented(segment.purpose.as_deref(), subject.profile),
+                explain(&segment.rule, subject),
+            )
+        })
+        .await
     }
 
     /// How many customers with a profile the rule (with its consent purpose) holds for now, of
