@@ -29,6 +29,16 @@ pub struct Config {
     pub identity: IdentityConfig,
     #[serde(default)]
     pub profile: ProfileConfig,
+    #[serde(default)]
+    pub segments: SegmentsConfig,
+}
+
+/// Segments and triggers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SegmentsConfig {
+    /// A trigger file (TOML, like `segments/triggers.example.toml`); empty: no triggers.
+    pub triggers: String,
 }
 
 /// Profiles.
@@ -64,7 +74,7 @@ pub const STAGES: &[&str] = &["ingest", "identity", "profile", "segments"];
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
-    /// Stages this process runs: any of `ingest`, `identity`, `profile` (more arrive with later stages),
+    /// Stages this process runs: any of `ingest`, `identity`, `profile`, `segments`,
     /// or `all`, or none (`[]`): then the process serves HTTP only.
     pub stages: Vec<String>,
 }

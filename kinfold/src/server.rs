@@ -16,7 +16,7 @@ use kinfold_profile::ProfileRules;
 use kinfold_profile::service::ProfileService;
 use kinfold_profile::stage::ProfileProcessor;
 use kinfold_segments::service::SegmentService;
-use kinfold_segments::stage::{SegmentProcessor, SegmentStage, SegmentTopics};
+use kinfold_segments::stage::{SegmentProcessor, SegmentStage, SegmentTopics, TriggersFile};
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -276,6 +276,18 @@ async fn start_segments(
         Arc::new(SystemClock),
         topics.clone(),
     ));
+    if !app.config.segments.triggers.is_empty() {
+        let path = &app.config.segments.triggers;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the trigger file {path}"))?;
+        let file = TriggersFile::from_toml(&text)
+            .with_context(|| format!("{path} is not a valid trigger file"))?;
+        let (defined, removed) = stage
+            .configure_triggers(&file)
+            .await
+            .with_context(|| format!("triggers of {path}"))?;
+        tracing::info!(path, defined, removed, "triggers configured");
+    }
     let mut config = StageConfig::new("segments");
     config.max_in_flight = kinfold_segments::stage::MAX_IN_FLIGHT;
     let running = supervise(

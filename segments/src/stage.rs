@@ -107,6 +107,7 @@ pub struct SegmentDefinition {
 
 /// A trigger definition as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TriggerDefinition {
     pub id: String,
     pub rule: String,
@@ -114,6 +115,37 @@ pub struct TriggerDefinition {
     pub period: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+}
+
+/// A trigger file: `[[trigger]]` tables of [`TriggerDefinition`]s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggersFile {
+    #[serde(default)]
+    pub trigger: Vec<TriggerDefinition>,
+}
+
+impl TriggersFile {
+    /// Reads a trigger file's text; each trigger's rule and period are checked.
+    pub fn from_toml(text: &str) -> Result<Self, DefinitionError> {
+        let file: Self = toml::from_str(text).map_err(|error| DefinitionError::Invalid {
+            field: "triggers",
+            reason: error.to_string(),
+        })?;
+        let mut ids = std::collections::BTreeSet::new();
+        for trigger in &file.trigger {
+            check_id("trigger.id", &trigger.id)?;
+            parse_rule(&trigger.rule)?;
+            period_of(&trigger.period)?;
+            if !ids.insert(&trigger.id) {
+                return Err(DefinitionError::Invalid {
+                    field: "trigger.id",
+                    reason: format!("`{}` twice", trigger.id),
+                });
+            }
+        }
+        Ok(file)
+    }
 }
 
 /// What `segments.changes` carries, keyed by the customer.
@@ -880,6 +912,54 @@ impl SegmentStage {
         });
         self.refresh_all(&mut live).await?;
         Ok(definition)
+    }
+
+    /// Makes the stored triggers those of `file`: new and changed ones are defined (every
+    /// customer evaluated once), ones no longer there removed; nothing happens for a file
+    /// that matches what is stored. Returns how many were defined and removed.
+    pub async fn configure_triggers(
+        &self,
+        file: &TriggersFile,
+    ) -> Result<(usize, usize), DefinitionError> {
+        let stored: BTreeMap<String, TriggerDefinition> =
+            scan_all(self.kv.as_ref(), DEFINITIONS_TABLE, TRIGGERS_PARTITION)
+                .await?
+                .iter()
+                .map(|row| serde_json::from_slice::<TriggerDefinition>(&row.value))
+                .map(|definition| definition.map(|d| (d.id.clone(), d)))
+                .collect::<Result<_, _>>()
+                .map_err(|error| DefinitionError::Stage(corrupt(error)))?;
+        let mut removed = 0;
+        for id in stored.keys() {
+            if !file.trigger.iter().any(|trigger| &trigger.id == id) {
+                self.kv
+                    .apply(
+                        DEFINITIONS_TABLE,
+                        TRIGGERS_PARTITION,
+                        vec![KvMutation::Delete {
+                            clustering_key: Bytes::from(id.clone()),
+                        }],
+                        true,
+                    )
+                    .await
+                    .map_err(SegmentError::from)?;
+                let mut live = self.live.lock().await;
+                live.triggers.retain(|trigger| &trigger.id != id);
+                removed += 1;
+            }
+        }
+        let mut defined = 0;
+        for trigger in &file.trigger {
+            let canonical = TriggerDefinition {
+                rule: parse_rule(&trigger.rule)?.to_string(),
+                ..trigger.clone()
+            };
+            if stored.get(&trigger.id) != Some(&canonical) {
+                self.define_trigger(canonical).await?;
+                defined += 1;
+            }
+        }
+        Ok((defined, removed))
     }
 
     /// The segments defined, by id.

@@ -425,3 +425,45 @@ async fn records_left_in_an_outbox_by_a_crash_are_sent_once() {
     assert_eq!(fixture.records(&fixture.topics.changes).await.len(), 3);
     let _ = fixture.clock.now_micros();
 }
+
+#[test]
+fn the_example_trigger_file_reads_and_a_wrong_one_says_why() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/triggers.example.toml"
+    ))
+    .expect("the example file");
+    let file = kinfold_segments::stage::TriggersFile::from_toml(&text).expect("reads");
+    let ids: Vec<&str> = file.trigger.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["birthday-coupon", "high-value-lapse", "repurchase-nudge"]
+    );
+    for (wrong, says) in [
+        (
+            "[[trigger]]\nid = \"a\"\nrule = \"orders >=\"\nperiod = \"once\"\n",
+            "expected",
+        ),
+        (
+            "[[trigger]]\nid = \"a\"\nrule = \"orders >= 1\"\nperiod = \"weekly\"\n",
+            "weekly",
+        ),
+        (
+            "[[trigger]]\nid = \"a b\"\nrule = \"orders >= 1\"\nperiod = \"once\"\n",
+            "letters",
+        ),
+        (
+            "[[trigger]]\nid = \"a\"\nrule = \"orders >= 1\"\nperiod = \"once\"\n[[trigger]]\nid = \"a\"\nrule = \"orders >= 2\"\nperiod = \"once\"\n",
+            "twice",
+        ),
+        (
+            "[[trigger]]\nid = \"a\"\nrule = \"orders >= 1\"\nperiod = \"once\"\nwhen = 1\n",
+            "unknown field",
+        ),
+    ] {
+        let error = kinfold_segments::stage::TriggersFile::from_toml(wrong)
+            .expect_err(wrong)
+            .to_string();
+        assert!(error.contains(says), "{wrong}: {error}");
+    }
+}
