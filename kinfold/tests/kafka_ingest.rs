@@ -14,7 +14,9 @@
 
 use kinfold_core::ports::EventLog;
 use kinfold_storage::kafka::KafkaLog;
-use kinfold_tests::{Broker, Server, python, python_script, run_python_json, total_records};
+use kinfold_tests::{
+    Broker, Server, grpc_calls, python, python_script, run_python_json, total_records,
+};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -455,15 +457,31 @@ fn sigkill_during_ingest_loses_nothing_and_poison_goes_to_the_dlq() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let logs = kept_logs("sigkill");
+    // A trigger that fires once for every customer with an order.
+    let triggers = dir.path().join("triggers.toml");
+    std::fs::write(
+        &triggers,
+        "[[trigger]]\nid = \"first-order\"\nrule = \"orders >= 1\"\nperiod = \"once\"\n",
+    )
+    .expect("trigger file");
+    let triggers = triggers.to_str().expect("a utf-8 path").to_owned();
     let serve = |incarnation: usize| {
         serve_logging(
             &broker,
             &data,
             &logs.join(format!("kinfold-{incarnation}.log")),
-            &[],
+            &[("KINFOLD__SEGMENTS__TRIGGERS", triggers.as_str())],
         )
     };
     let mut server = serve(0);
+    for (id, rule) in SEGMENTS {
+        let created = grpc_calls(
+            &server,
+            &serde_json::json!([{"call": "kinfold.v1.SegmentService/CreateSegment",
+                                 "request": {"id": id, "rule": rule}}]),
+        );
+        assert_eq!(created[0]["code"], "OK", "{created:?}");
+    }
     let registry = format!("{}/registry", server.url);
     let producer = Producer::start(&broker, &registry, 100_000, 10, 0, dir.path());
 
@@ -501,15 +519,27 @@ fn sigkill_during_ingest_loses_nothing_and_poison_goes_to_the_dlq() {
         Duration::from_secs(600),
     );
     assert_every_event_resolved_once(&broker, &registry, &events, produced.shoppers);
+    wait_group_caught_up(
+        &broker,
+        "kinfold-profile",
+        &["events.resolved"],
+        Duration::from_secs(600),
+    );
+    wait_group_caught_up(
+        &broker,
+        "kinfold-segments",
+        &["profiles.changed"],
+        Duration::from_secs(600),
+    );
 
     // Lag back to zero on every partition, as the process itself reports it: 40 source
-    // partitions, 8 canonical ones (identity's forward part), identity.inputs and the 8 of
-    // events.resolved (the profile stage).
+    // partitions, 8 canonical ones (identity's forward part), identity.inputs, the 8 of
+    // events.resolved (the profile stage) and the 4 of profiles.changed (the segment stage).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let lag = lag(&server);
         let partitions = lag.len();
-        if partitions == 57 && lag.values().all(|value| *value == 0.0) {
+        if partitions == 61 && lag.values().all(|value| *value == 0.0) {
             break;
         }
         assert!(
@@ -519,7 +549,145 @@ fn sigkill_during_ingest_loses_nothing_and_poison_goes_to_the_dlq() {
         std::thread::sleep(Duration::from_millis(500));
     }
     server.stop().expect("graceful stop");
-    assert_every_event_folded_once(&broker, &data, &events, &produced.facts);
+    let customers = assert_every_event_folded_once(&broker, &data, &events, &produced.facts);
+    let server = serve(99);
+    assert_membership_follows_the_facts(&broker, &server, &customers, &produced.facts);
+    server.stop().expect("graceful stop");
+}
+
+/// The segments the crash test defines, and the fact of `Facts` each is about.
+const SEGMENTS: [(&str, &str); 2] = [("buyers", "orders >= 1"), ("returners", "returns >= 1")];
+
+/// Through the segment stage, killed along with the others: each segment's members are the
+/// live customers whose shopper the producer's records give an order (a return), and a full
+/// re-evaluation of the rule over the stored profiles (a preview) counts as many; the
+/// once-per-customer trigger fired exactly once for every buyer, no id twice, and for no one
+/// else (a customer absorbed by a merge may have fired before it was).
+fn assert_membership_follows_the_facts(
+    broker: &Broker,
+    server: &Server,
+    customers: &Customers,
+    produced: &BTreeMap<u64, Facts>,
+) {
+    for (segment, rule) in SEGMENTS {
+        let holds = |facts: &Facts| match segment {
+            "buyers" => facts.orders >= 1,
+            _ => facts.returns >= 1,
+        };
+        let expected: BTreeSet<&str> = customers
+            .live
+            .iter()
+            .filter(|(_, person)| holds(&produced[person]))
+            .map(|(customer, _)| customer.as_str())
+            .collect();
+        let mut members: Vec<String> = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = grpc_calls(
+                server,
+                &serde_json::json!([{"call": "kinfold.v1.SegmentService/ListMembers",
+                    "request": {"segment_id": segment, "page_size": 1000, "page_token": token}}]),
+            )
+            .remove(0);
+            assert_eq!(page["code"], "OK", "{page}");
+            let response = &page["response"];
+            members.extend(
+                response["customer_ids"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|id| id.as_str().expect("an id").to_owned()),
+            );
+            token = response["next_page_token"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            if token.is_empty() {
+                break;
+            }
+        }
+        let members: BTreeSet<&str> = members.iter().map(String::as_str).collect();
+        assert_eq!(
+            members.len(),
+            expected.len(),
+            "{segment}: members against the producer"
+        );
+        assert!(
+            members == expected,
+            "{segment}: the members are the producer's"
+        );
+        let preview = grpc_calls(
+            server,
+            &serde_json::json!([{"call": "kinfold.v1.SegmentService/PreviewSegment",
+                                 "request": {"rule": rule}}]),
+        )
+        .remove(0);
+        assert_eq!(preview["code"], "OK", "{preview}");
+        let counted = preview["response"]["members"]
+            .as_str()
+            .map_or(0, |count| count.parse::<usize>().expect("a count"));
+        assert_eq!(
+            counted,
+            members.len(),
+            "{segment}: a full re-evaluation agrees"
+        );
+        eprintln!(
+            "segment {segment}: {} members, as the producer's records say",
+            members.len()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let firings: Vec<Value> =
+        runtime.block_on(async {
+            let log = KafkaLog::connect(&broker.bootstrap).expect("connects");
+            let mut firings = Vec::new();
+            for partition in 0..log.partitions("triggers").await.expect("triggers topic") {
+                let mut from = 0;
+                loop {
+                    let records = log
+                        .read("triggers", partition, from, 1_000)
+                        .await
+                        .expect("reads");
+                    let Some(last) = records.last() else {
+                        break;
+                    };
+                    from = last.offset + 1;
+                    firings.extend(records.iter().map(|record| {
+                        serde_json::from_slice::<Value>(&record.value).expect("json")
+                    }));
+                }
+            }
+            firings
+        });
+    let mut ids = BTreeSet::new();
+    let mut fired: BTreeMap<String, usize> = BTreeMap::new();
+    for firing in &firings {
+        assert!(
+            ids.insert(firing["id"].as_str().expect("an id").to_owned()),
+            "a firing sent twice: {firing}"
+        );
+        *fired
+            .entry(firing["customer"].as_str().expect("a customer").to_owned())
+            .or_default() += 1;
+    }
+    for (customer, person) in &customers.live {
+        let expected = usize::from(produced[person].orders >= 1);
+        assert_eq!(
+            fired.get(customer).copied().unwrap_or(0),
+            expected,
+            "first-order firings of {customer}"
+        );
+    }
+    for customer in fired.keys() {
+        assert!(
+            customers.live.contains_key(customer) || customers.absorbed.contains(customer),
+            "a firing for a customer with no profile: {customer}"
+        );
+    }
+    eprintln!("triggers: {} firings, each id once", firings.len());
 }
 
 /// Through the profile stage, killed along with the others: every resolved event is in the
@@ -532,7 +700,8 @@ fn assert_every_event_folded_once(
     data: &Path,
     events: &BTreeSet<String>,
     produced: &BTreeMap<u64, Facts>,
-) {
+) -> Customers {
+    let mut customers = Customers::default();
     let output = command(broker)
         .args(["profiles", "dump", "--data-dir"])
         .arg(data)
@@ -553,6 +722,7 @@ fn assert_every_event_folded_once(
         let journal = profile["journal"].as_array().expect("journal");
         if !profile["merged_into"].is_null() {
             absorbed += 1;
+            customers.absorbed.insert(customer.clone());
             assert!(
                 journal.is_empty(),
                 "an absorbed customer keeps events: {profile}"
@@ -599,6 +769,7 @@ fn assert_every_event_folded_once(
             shoppers.insert(person),
             "shopper {person} has two live profiles"
         );
+        customers.live.insert(customer.clone(), person);
         for event in journal {
             let event = event.as_str().expect("event id").to_owned();
             if let Some(other) = journals.insert(event.clone(), customer.clone()) {
@@ -631,6 +802,15 @@ fn assert_every_event_folded_once(
         "profiles: {live} customers, {absorbed} absorbed, {} events folded",
         folded.len()
     );
+    customers
+}
+
+/// The customers the profile store holds: each live one with its shopper, and those a merge
+/// absorbed.
+#[derive(Debug, Default)]
+struct Customers {
+    live: BTreeMap<String, u64>,
+    absorbed: BTreeSet<String>,
 }
 
 /// One audit line of a process's JSON log.
