@@ -34,11 +34,23 @@ pub struct Config {
 }
 
 /// Segments and triggers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SegmentsConfig {
     /// A trigger file (TOML, like `segments/triggers.example.toml`); empty: no triggers.
     pub triggers: String,
+    /// How often the population that `percentile` ranks customers among is gathered again
+    /// (and every customer evaluated under it), in seconds.
+    pub population_refresh_secs: u64,
+}
+
+impl Default for SegmentsConfig {
+    fn default() -> Self {
+        Self {
+            triggers: String::new(),
+            population_refresh_secs: 3_600,
+        }
+    }
 }
 
 /// Profiles.

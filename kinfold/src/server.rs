@@ -251,8 +251,8 @@ const SEGMENTS_GROUP: &str = "kinfold-segments";
 /// How often the segment stage looks for due timers.
 const WAKE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The segment stage over `profiles.changed`, its timer loop, and the stage itself (for the
-/// segment API).
+/// The segment stage over `profiles.changed`, its timer loop (due wake-ups, and the
+/// population on its schedule), and the stage itself (for the segment API).
 type SegmentsStage = (
     (RunningStage, tokio::task::JoinHandle<()>),
     tokio::task::JoinHandle<()>,
@@ -298,6 +298,9 @@ async fn start_segments(
         config,
         shutdown.clone(),
     );
+    let refresh_every = i64::try_from(app.config.segments.population_refresh_secs.max(1))
+        .unwrap_or(i64::MAX / 1_000_000)
+        .saturating_mul(1_000_000);
     let timers = tokio::spawn({
         let stage = stage.clone();
         let mut shutdown = shutdown;
@@ -313,6 +316,13 @@ async fn start_segments(
                     }
                     Ok(_) => {}
                     Err(error) => tracing::error!(%error, "segment timers; trying again"),
+                }
+                match stage.refresh_population_if_due(refresh_every).await {
+                    Ok(tally) if tally.evaluated > 0 => {
+                        tracing::info!(?tally, "segment population refreshed");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "segment population; trying again"),
                 }
             }
         }

@@ -46,36 +46,59 @@ pub fn consented(purpose: Option<&str>, profile: &Profile) -> bool {
 /// segment stage refreshes it on a schedule).
 #[derive(Debug, Default, Clone)]
 pub struct Population {
-    /// By the argument's text: every known value, ascending.
+    /// The `percentile` arguments gathered.
+    arguments: Vec<Value>,
+    /// By the argument's text: every known value, ascending once finished.
     values: std::collections::HashMap<String, Vec<f64>>,
 }
 
 impl Population {
     /// Gathers, for each `percentile` in `rule`, its argument's value for every customer.
     pub fn gather<'a>(rule: &Rule, subjects: impl IntoIterator<Item = Subject<'a>>) -> Self {
+        let mut population = Self::of(rule);
+        for subject in subjects {
+            population.add(&subject);
+        }
+        population.finish();
+        population
+    }
+
+    /// An empty population for the `percentile`s of `rule`: [`Self::add`] each customer, then
+    /// [`Self::finish`].
+    pub fn of(rule: &Rule) -> Self {
         let mut arguments = Vec::new();
         percentile_arguments(rule, &mut arguments);
-        let mut values: std::collections::HashMap<String, Vec<f64>> = arguments
-            .iter()
-            .map(|argument| (argument.to_string(), Vec::new()))
-            .collect();
-        if arguments.is_empty() {
-            return Self { values };
+        Self {
+            values: arguments
+                .iter()
+                .map(|argument| (argument.to_string(), Vec::new()))
+                .collect(),
+            arguments: arguments.into_iter().cloned().collect(),
         }
-        for subject in subjects {
-            for argument in &arguments {
-                if let Some(Val::Number(value)) = eval(argument, &subject).value {
-                    values
-                        .get_mut(&argument.to_string())
-                        .expect("gathered")
-                        .push(value);
-                }
+    }
+
+    /// Whether the rule has no `percentile` (nothing to gather).
+    pub fn is_empty(&self) -> bool {
+        self.arguments.is_empty()
+    }
+
+    /// Adds one customer's values.
+    pub fn add(&mut self, subject: &Subject<'_>) {
+        for argument in &self.arguments {
+            if let Some(Val::Number(value)) = eval(argument, subject).value {
+                self.values
+                    .get_mut(&argument.to_string())
+                    .expect("gathered")
+                    .push(value);
             }
         }
-        for list in values.values_mut() {
+    }
+
+    /// Sorts what was added, ready for ranking.
+    pub fn finish(&mut self) {
+        for list in self.values.values_mut() {
             list.sort_by(f64::total_cmp);
         }
-        Self { values }
     }
 
     /// `value`'s percentile among `argument`'s values: the share of the others below it, 0

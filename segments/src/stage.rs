@@ -23,7 +23,7 @@
 //! rows), loaded from the store when the stage starts. One stage holds every customer: the
 //! embedded deployment's, or one consumer of `profiles.changed` on Kafka.
 
-use crate::eval::{Explanation, Subject, consented, evaluate, explain};
+use crate::eval::{Explanation, Population, Subject, consented, evaluate, explain};
 use crate::membership::{Cause, Change, Memberships, Segment, Slot};
 use crate::rule::{self, Rule, RuleError};
 use crate::triggers::{Fired, Firing, Period, Trigger};
@@ -356,6 +356,28 @@ struct Live {
     slots: HashMap<String, Slot>,
     customers: Vec<String>,
     fired: HashMap<Slot, Fired>,
+    /// Every customer's values of the `percentile` arguments of every segment and trigger,
+    /// and when they were gathered; `None` when no rule ranks customers.
+    population: Option<(Arc<Population>, TimestampMicros)>,
+}
+
+impl Live {
+    /// One rule holding every segment's and trigger's: what the population is gathered for.
+    fn ranked_rules(&self) -> Rule {
+        Rule::And(
+            self.memberships
+                .segments()
+                .map(|segment| segment.rule.clone())
+                .chain(self.triggers.iter().map(|trigger| trigger.rule.clone()))
+                .collect(),
+        )
+    }
+
+    fn population(&self) -> Option<Arc<Population>> {
+        self.population
+            .as_ref()
+            .map(|(population, _)| population.clone())
+    }
 }
 
 impl Live {
@@ -476,6 +498,7 @@ impl SegmentStage {
             }
         }
         self.send_pending(pending).await?;
+        loaded.population = self.gather_population(&loaded.ranked_rules()).await?;
         loaded.loaded = true;
         *live = loaded;
         Ok(())
@@ -550,12 +573,13 @@ impl SegmentStage {
             (live.memberships.forget(slot, now, cause), Vec::new())
         } else {
             let profile = stored.state.profile(&self.rules, now);
+            let population = live.population();
             let subject = Subject {
                 profile: &profile,
                 journal: &stored.journal,
                 now,
                 time_zone: time_zone_of(&profile),
-                population: None,
+                population: population.as_deref(),
             };
             let changes = live.memberships.evaluate(slot, &subject, cause);
             let fired = live.fired.entry(slot).or_default();
@@ -831,7 +855,7 @@ impl SegmentStage {
             purpose,
         });
         live.definitions.insert(id.to_owned(), definition.clone());
-        self.refresh_all(&mut live).await?;
+        self.rules_changed(&mut live).await?;
         Ok(definition)
     }
 
@@ -910,7 +934,7 @@ impl SegmentStage {
             period,
             purpose: definition.purpose.clone(),
         });
-        self.refresh_all(&mut live).await?;
+        self.rules_changed(&mut live).await?;
         Ok(definition)
     }
 
@@ -1022,6 +1046,7 @@ impl SegmentStage {
     async fn with_subject<T>(
         &self,
         customer: &str,
+        population: Option<&Population>,
         f: impl FnOnce(&Subject<'_>) -> T,
     ) -> Result<Option<T>, SegmentError> {
         let stored = load_customer(self.kv.as_ref(), &self.registry, customer).await?;
@@ -1035,7 +1060,7 @@ impl SegmentStage {
             journal: &stored.journal,
             now,
             time_zone: time_zone_of(&profile),
-            population: None,
+            population,
         })))
     }
 
@@ -1053,7 +1078,8 @@ impl SegmentStage {
             return Ok(None);
         };
         let segment = segment_of(&definition)?;
-        self.with_subject(customer, |subject| {
+        let population = self.live.lock().await.population();
+        self.with_subject(customer, population.as_deref(), |subject| {
             (
                 member,
                 consented(segment.purpose.as_deref(), subject.profile),
@@ -1072,18 +1098,13 @@ impl SegmentStage {
         purpose: Option<&str>,
         sample: usize,
     ) -> Result<Preview, SegmentError> {
-        let mut customers: Vec<String> = self
-            .kv
-            .partition_keys(kinfold_profile::stage::PROFILES_TABLE)
-            .await?
-            .iter()
-            .filter_map(|key| String::from_utf8(key.to_vec()).ok())
-            .collect();
-        customers.sort_unstable();
+        // A rule that ranks customers first gathers the population it ranks them among.
+        let population = self.gather_population(rule).await?;
+        let population = population.as_ref().map(|(population, _)| &**population);
         let mut preview = Preview::default();
-        for customer in customers {
+        for customer in self.profile_customers().await? {
             let holds = self
-                .with_subject(&customer, |subject| {
+                .with_subject(&customer, population, |subject| {
                     consented(purpose, subject.profile)
                         && evaluate(rule, subject).holds == Some(true)
                 })
@@ -1100,6 +1121,72 @@ impl SegmentStage {
             }
         }
         Ok(preview)
+    }
+
+    /// Every customer with rows in the profile store, by id.
+    async fn profile_customers(&self) -> Result<Vec<String>, SegmentError> {
+        let mut customers: Vec<String> = self
+            .kv
+            .partition_keys(kinfold_profile::stage::PROFILES_TABLE)
+            .await?
+            .iter()
+            .filter_map(|key| String::from_utf8(key.to_vec()).ok())
+            .collect();
+        customers.sort_unstable();
+        Ok(customers)
+    }
+
+    /// The population `rule`'s percentiles rank customers among, gathered now over every
+    /// stored profile; `None` if it has none.
+    async fn gather_population(
+        &self,
+        rule: &Rule,
+    ) -> Result<Option<(Arc<Population>, TimestampMicros)>, SegmentError> {
+        let mut population = Population::of(rule);
+        if population.is_empty() {
+            return Ok(None);
+        }
+        let at = self.clock.now_micros();
+        for customer in self.profile_customers().await? {
+            self.with_subject(&customer, None, |subject| population.add(subject))
+                .await?;
+        }
+        population.finish();
+        Ok(Some((Arc::new(population), at)))
+    }
+
+    /// Gathers the population again and evaluates every customer under it (cause: refresh),
+    /// when some rule ranks customers and the last gathering is `every` old or more; else does
+    /// nothing. The schedule of population-relative conditions (see `docs/segments.md`).
+    pub async fn refresh_population_if_due(
+        &self,
+        every: TimestampMicros,
+    ) -> Result<SegmentTally, SegmentError> {
+        let mut live = self.live.lock().await;
+        self.load(&mut live).await?;
+        let due = live
+            .population
+            .as_ref()
+            .is_some_and(|(_, at)| self.clock.now_micros() - at >= every);
+        if !due {
+            return Ok(SegmentTally::default());
+        }
+        self.refresh_population(&mut live).await
+    }
+
+    /// After a definition: the population gathered again for the rules as they are now, and
+    /// every customer evaluated.
+    async fn rules_changed(&self, live: &mut Live) -> Result<SegmentTally, SegmentError> {
+        live.population = self.gather_population(&live.ranked_rules()).await?;
+        self.refresh_all(live).await
+    }
+
+    async fn refresh_population(&self, live: &mut Live) -> Result<SegmentTally, SegmentError> {
+        live.population = self.gather_population(&live.ranked_rules()).await?;
+        if live.population.is_none() {
+            return Ok(SegmentTally::default());
+        }
+        self.refresh_all(live).await
     }
 
     /// When `customer` is to be evaluated again with no event.

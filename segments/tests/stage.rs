@@ -467,3 +467,101 @@ fn the_example_trigger_file_reads_and_a_wrong_one_says_why() {
         assert!(error.contains(says), "{wrong}: {error}");
     }
 }
+
+/// `value`'s percent rank among `values` (SQL's `percent_rank`, times 100).
+fn percent_rank(values: &[i64], value: i64) -> f64 {
+    let below = values.iter().filter(|other| **other < value).count();
+    100.0 * below as f64 / (values.len() - 1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_decile_follows_the_population_as_it_is_refreshed() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let database = EmbeddedDatabase::open(directory.path()).expect("database");
+    let t0 = START + 150 * DAY_MICROS;
+    let fixture = Fixture::new(&database, t0).await;
+    let stage = fixture.stage();
+    // Twenty customers; the k-th has spent 100 * (k + 1) yuan.
+    let mut spent: Vec<(CustomerId, i64)> = Vec::new();
+    for k in 0..20u128 {
+        let who = customer(100 + k);
+        let price = 10_000 * (k as i64 + 1);
+        fixture
+            .deliver(
+                &stage,
+                who,
+                &[sale(1_000 + k, t0 - DAY_MICROS, "a", "tea", "s1", price)],
+            )
+            .await;
+        spent.push((who, price));
+    }
+    let top = |spent: &[(CustomerId, i64)]| -> Vec<String> {
+        let values: Vec<i64> = spent.iter().map(|(_, price)| *price).collect();
+        let mut top: Vec<String> = spent
+            .iter()
+            .filter(|(_, price)| percent_rank(&values, *price) >= 90.0)
+            .map(|(who, _)| who.to_string())
+            .collect();
+        top.sort_unstable();
+        top
+    };
+    stage
+        .define_segment("top-decile", "percentile(net_spend) >= 90", None)
+        .await
+        .expect("defines");
+    assert_eq!(
+        stage.members("top-decile").await.expect("members"),
+        Some(top(&spent))
+    );
+    assert_eq!(top(&spent).len(), 2);
+
+    // The smallest spender buys big: against the population as last gathered she ranks first
+    // and enters at once; the others wait for the refresh.
+    let (small, _) = spent[0];
+    fixture.clock.set(t0 + 3_600_000_000);
+    fixture
+        .deliver(&stage, small, &[sale(2_000, t0, "a", "tea", "s1", 500_000)])
+        .await;
+    spent[0].1 += 500_000;
+    let members = stage
+        .members("top-decile")
+        .await
+        .expect("members")
+        .expect("defined");
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(members.contains(&small.to_string()));
+
+    // Not due yet (gathered less than a day ago), then due: the population is gathered again
+    // and every customer evaluated under it; the one pushed out leaves, cause refresh.
+    let day = 24 * 3_600_000_000;
+    assert_eq!(
+        stage
+            .refresh_population_if_due(day)
+            .await
+            .expect("refresh")
+            .evaluated,
+        0
+    );
+    fixture.clock.set(t0 + day);
+    let refreshed = stage.refresh_population_if_due(day).await.expect("refresh");
+    assert_eq!(refreshed.evaluated, 20);
+    assert_eq!(
+        stage.members("top-decile").await.expect("members"),
+        Some(top(&spent))
+    );
+    let (pushed_out, _) = spent[18];
+    assert_eq!(
+        fixture.changes("top-decile", pushed_out).await,
+        [(true, "refresh".to_owned()), (false, "refresh".to_owned())]
+    );
+    // A preview of the same rule over the stored profiles agrees.
+    let preview = stage
+        .preview(
+            &kinfold_segments::rule::parse("percentile(net_spend) >= 90").expect("parses"),
+            None,
+            10,
+        )
+        .await
+        .expect("preview");
+    assert_eq!(preview.sample, top(&spent));
+}
