@@ -197,13 +197,68 @@ fn segments_over_grpc(log: &TestLog) {
     );
     wait_members(&server, "buyers", &[&person]);
 
-    // A new version: every customer evaluated again under it.
-    let updated = segments(
+    // Every member, streamed.
+    let streamed = grpc_calls(
         &server,
-        "UpdateSegment",
-        json!({"id": "buyers", "rule": "orders >= 2"}),
-    );
+        &json!([{"stream": format!("{SEGMENTS}/StreamMembers"), "request": {"segment_id": "buyers"}}]),
+    )
+    .remove(0);
+    assert_eq!(streamed["code"], "OK", "{streamed}");
+    let ids: Vec<&str> = streamed["responses"]
+        .as_array()
+        .expect("responses")
+        .iter()
+        .flat_map(|batch| batch["customer_ids"].as_array().expect("ids"))
+        .map(|id| id.as_str().expect("an id"))
+        .collect();
+    assert_eq!(ids, [person.as_str()]);
+
+    // A watch from the start of segments.changes while a new version is made (every customer
+    // evaluated again under it): the buyer entered and left, the person entered under version
+    // 1, and leaves under version 2.
+    let (watched, updated) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            grpc_calls(
+                &server,
+                &json!([{"stream": format!("{SEGMENTS}/WatchChanges"),
+                         "request": {"segment_id": "buyers", "from_start": true},
+                         "take": 4, "timeout": 60}]),
+            )
+            .remove(0)
+        });
+        let updated = segments(
+            &server,
+            "UpdateSegment",
+            json!({"id": "buyers", "rule": "orders >= 2"}),
+        );
+        (watcher.join().expect("the watch"), updated)
+    });
     assert_eq!(updated["version"], 2);
+    assert_eq!(watched["code"], "OK", "{watched}");
+    let mut seen: Vec<(String, bool, u64)> = watched["responses"]
+        .as_array()
+        .expect("responses")
+        .iter()
+        .map(|change| {
+            (
+                change["customer_id"]
+                    .as_str()
+                    .expect("a customer")
+                    .to_owned(),
+                change["entered"].as_bool().expect("entered"),
+                change["version"].as_u64().expect("a version"),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (buyer.clone(), true, 1),
+        (buyer.clone(), false, 1),
+        (person.clone(), true, 1),
+        (person.clone(), false, 2),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
     wait_members(&server, "buyers", &[]);
 
     // Wrong requests.

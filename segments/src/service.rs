@@ -2,8 +2,10 @@
 //! the segment stage's live state, and previews of rules not saved over the stored profiles.
 
 use crate::stage::{
-    DefinitionError, MAX_RULE_BYTES, SegmentDefinition, SegmentError, SegmentStage, parse_rule,
+    DefinitionError, MAX_RULE_BYTES, MembershipRecord, SegmentDefinition, SegmentError,
+    SegmentStage, parse_rule,
 };
+use kinfold_core::ports::EventLog;
 use kinfold_identity::service::{Violations, invalid_page_token};
 use kinfold_proto::v1 as pb;
 use std::sync::Arc;
@@ -86,8 +88,151 @@ fn unknown_segment(id: &str) -> Status {
     Status::not_found(format!("no segment {id}"))
 }
 
+/// A server stream of the service.
+type Streaming<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// How often a watch looks for new records.
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Members streamed per message.
+const MEMBER_BATCH: usize = 1_000;
+
+fn change_proto(record: MembershipRecord) -> pb::MembershipChange {
+    pb::MembershipChange {
+        id: record.id.to_string(),
+        segment_id: record.segment,
+        version: record.version,
+        customer_id: record.customer,
+        entered: record.entered,
+        at_micros: record.at,
+        cause: record.cause,
+        event_id: record
+            .event_id
+            .map(|event| event.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// Sends the records of `segments.changes` (of `segment`, if not empty) from the start or from
+/// the end of each partition as they come, until `to` is closed.
+async fn watch(
+    log: Arc<dyn EventLog>,
+    topic: String,
+    segment: String,
+    from_start: bool,
+    to: tokio::sync::mpsc::Sender<Result<pb::MembershipChange, Status>>,
+) {
+    let partitions = match log.partitions(&topic).await {
+        Ok(partitions) => partitions,
+        Err(error) => {
+            let _ = to.send(Err(Status::unavailable(error.to_string()))).await;
+            return;
+        }
+    };
+    let mut next = Vec::with_capacity(partitions as usize);
+    for partition in 0..partitions {
+        match log.watermarks(&topic, partition).await {
+            Ok((low, high)) => next.push(if from_start { low } else { high }),
+            Err(error) => {
+                let _ = to.send(Err(Status::unavailable(error.to_string()))).await;
+                return;
+            }
+        }
+    }
+    loop {
+        let mut quiet = true;
+        for (partition, next) in (0..partitions).zip(next.iter_mut()) {
+            let records = match log.read(&topic, partition, *next, 1_000).await {
+                Ok(records) => records,
+                Err(error) => {
+                    let _ = to.send(Err(Status::unavailable(error.to_string()))).await;
+                    return;
+                }
+            };
+            if let Some(last) = records.last() {
+                *next = last.offset + 1;
+                quiet = false;
+            }
+            for record in records {
+                let Ok(change) = serde_json::from_slice::<MembershipRecord>(&record.value) else {
+                    tracing::warn!(
+                        partition,
+                        offset = record.offset,
+                        "unreadable segments.changes record; skipped"
+                    );
+                    continue;
+                };
+                if (segment.is_empty() || change.segment == segment)
+                    && to.send(Ok(change_proto(change))).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+        if to.is_closed() {
+            return;
+        }
+        if quiet {
+            tokio::time::sleep(WATCH_POLL).await;
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::segment_service_server::SegmentService for SegmentService {
+    type StreamMembersStream = Streaming<pb::MemberBatch>;
+    type WatchChangesStream = Streaming<pb::MembershipChange>;
+
+    async fn stream_members(
+        &self,
+        request: Request<pb::StreamMembersRequest>,
+    ) -> Result<Response<Self::StreamMembersStream>, Status> {
+        let request = request.into_inner();
+        let members = self
+            .stage
+            .members(&request.segment_id)
+            .await
+            .map_err(|error| internal(&error))?
+            .ok_or_else(|| unknown_segment(&request.segment_id))?;
+        let batches: Vec<Result<pb::MemberBatch, Status>> = members
+            .chunks(MEMBER_BATCH)
+            .map(|chunk| {
+                Ok(pb::MemberBatch {
+                    customer_ids: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
+    }
+
+    async fn watch_changes(
+        &self,
+        request: Request<pb::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        let request = request.into_inner();
+        if !request.segment_id.is_empty()
+            && self
+                .stage
+                .definition(&request.segment_id)
+                .await
+                .map_err(|error| internal(&error))?
+                .is_none()
+        {
+            return Err(unknown_segment(&request.segment_id));
+        }
+        let (to, from) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(watch(
+            self.stage.log().clone(),
+            self.stage.topics().changes.clone(),
+            request.segment_id,
+            request.from_start,
+            to,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(from),
+        )))
+    }
+
     async fn create_segment(
         &self,
         request: Request<pb::CreateSegmentRequest>,

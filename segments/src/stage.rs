@@ -449,6 +449,11 @@ impl SegmentStage {
         &self.topics
     }
 
+    /// The log the stage reads and writes.
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
     /// Loads definitions, memberships, timers and fired triggers from the store, and sends
     /// what an outbox still holds; once.
     async fn load(&self, live: &mut Live) -> Result<(), SegmentError> {

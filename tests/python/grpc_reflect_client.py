@@ -6,11 +6,14 @@ Usage: grpc_reflect_client.py HOST:PORT CALLS_JSON | @CALLS_FILE
 
 CALLS_JSON is a list; each item is one of
   {"call": "package.Service/Method", "request": {...}}   a unary call, request in proto JSON
+  {"stream": "package.Service/Method", "request": {...}, "take": N, "timeout": S}
+                                                         a server-streaming call: its answers
+                                                         until it ends, N have come, or S seconds
   {"health": "package.Service"}                          grpc.health.v1.Health/Check
   {"list_services": "v1" | "v1alpha"}                    the services reflection lists
   {"file_containing_symbol": "package.Service", "version": "v1" | "v1alpha"}
 Prints a JSON list of results, one per call:
-  {"code": "OK", "response": {...}} or
+  {"code": "OK", "response": {...}} (a stream: "responses": [...]) or
   {"code": "INVALID_ARGUMENT", "message": "...", "field_violations": [{"field": .., "description": ..}]}
 """
 import json
@@ -78,6 +81,39 @@ def unary(path, request):
     }
 
 
+def to_dict(message):
+    return json_format.MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )
+
+
+def streamed(path, request, take, timeout):
+    service_name, method_name = path.split("/")
+    method = pool.FindServiceByName(service_name).FindMethodByName(method_name)
+    request_type = message_factory.GetMessageClass(method.input_type)
+    response_type = message_factory.GetMessageClass(method.output_type)
+    stub = channel.unary_stream(
+        f"/{service_name}/{method_name}",
+        request_serializer=request_type.SerializeToString,
+        response_deserializer=response_type.FromString,
+    )
+    call = stub(json_format.ParseDict(request, request_type()), timeout=timeout)
+    responses = []
+    try:
+        for response in call:
+            responses.append(to_dict(response))
+            if take is not None and len(responses) >= take:
+                call.cancel()
+                break
+    except grpc.RpcError as error:
+        result = failure(error)
+        result["responses"] = responses
+        return result
+    return {"code": "OK", "responses": responses}
+
+
 def reflect(version, request):
     # The v1 and v1alpha messages are the same on the wire; only the service name differs.
     stub = channel.stream_stream(
@@ -94,6 +130,10 @@ def reflect(version, request):
 def run(call):
     if "call" in call:
         return unary(call["call"], call.get("request", {}))
+    if "stream" in call:
+        return streamed(
+            call["stream"], call.get("request", {}), call.get("take"), call.get("timeout", 60)
+        )
     if "health" in call:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
