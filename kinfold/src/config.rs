@@ -39,6 +39,9 @@ pub struct Config {
 pub struct SegmentsConfig {
     /// A trigger file (TOML, like `segments/triggers.example.toml`); empty: no triggers.
     pub triggers: String,
+    /// A store list (TOML, like `segments/stores.example.toml`) for `distance(store = ...)`;
+    /// empty: no stores.
+    pub stores: String,
     /// How often the population that `percentile` ranks customers among is gathered again
     /// (and every customer evaluated under it), in seconds.
     pub population_refresh_secs: u64,
@@ -48,6 +51,7 @@ impl Default for SegmentsConfig {
     fn default() -> Self {
         Self {
             triggers: String::new(),
+            stores: String::new(),
             population_refresh_secs: 3_600,
         }
     }

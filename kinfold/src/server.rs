@@ -15,6 +15,7 @@ use kinfold_ingest::stage::IngestProcessor;
 use kinfold_profile::ProfileRules;
 use kinfold_profile::service::ProfileService;
 use kinfold_profile::stage::ProfileProcessor;
+use kinfold_segments::eval::Stores;
 use kinfold_segments::service::SegmentService;
 use kinfold_segments::stage::{SegmentProcessor, SegmentStage, SegmentTopics, TriggersFile};
 use std::io::Write as _;
@@ -268,14 +269,26 @@ async fn start_segments(
         .ensure(app.backends.log.as_ref())
         .await
         .context("segment topics")?;
-    let stage = Arc::new(SegmentStage::new(
-        app.backends.log.clone(),
-        app.backends.kv.clone(),
-        app.registry.clone(),
-        profile_rules(&app.config.profile.rules)?,
-        Arc::new(SystemClock),
-        topics.clone(),
-    ));
+    let stores = if app.config.segments.stores.is_empty() {
+        Stores::default()
+    } else {
+        let path = &app.config.segments.stores;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the store list {path}"))?;
+        Stores::from_toml(&text)
+            .map_err(|reason| anyhow::anyhow!("{path} is not a valid store list: {reason}"))?
+    };
+    let stage = Arc::new(
+        SegmentStage::new(
+            app.backends.log.clone(),
+            app.backends.kv.clone(),
+            app.registry.clone(),
+            profile_rules(&app.config.profile.rules)?,
+            Arc::new(SystemClock),
+            topics.clone(),
+        )
+        .with_stores(stores),
+    );
     if !app.config.segments.triggers.is_empty() {
         let path = &app.config.segments.triggers;
         let text = std::fs::read_to_string(path)

@@ -7,13 +7,14 @@
 //! store or channel never bought at counts zero.
 //!
 //! `percentile` ranks the customer in a [`Population`] gathered beforehand (unknown without
-//! one). Not evaluated yet (unknown for every customer): `distance`, which needs home
-//! locations and store coordinates.
+//! one). `distance` measures from where the customer last reported being (a WeChat location,
+//! GCJ-02 converted) to a point or to the nearest of the [`Stores`] listed (unknown without a
+//! location, or without any of the stores).
 
 use crate::rule::ast::{Arg, DistanceUnit, Op, Rule, Sign, TimeUnit, Value};
 use chrono::{Datelike, NaiveDate, TimeZone};
 use kinfold_core::CanonicalEvent;
-use kinfold_core::event::{EventBody, PosTransactionKind, WechatEventType};
+use kinfold_core::event::{CoordinateSystem, EventBody, PosTransactionKind, WechatEventType};
 use kinfold_core::time::TimestampMicros;
 use kinfold_profile::fold::DAY_MICROS;
 use kinfold_profile::{Journal, Profile};
@@ -29,6 +30,115 @@ pub struct Subject<'a> {
     /// Every customer's values of the rule's `percentile` arguments; without it a percentile
     /// is unknown.
     pub population: Option<&'a Population>,
+    /// The stores `distance(store = ...)` measures to; without them such a distance is
+    /// unknown.
+    pub stores: Option<&'a Stores>,
+}
+
+/// Stores' positions, by store id, in WGS-84 (latitude, longitude).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Stores(std::collections::BTreeMap<String, (f64, f64)>);
+
+impl Stores {
+    /// Reads a store list: `[[store]]` tables of `id`, `latitude`, `longitude` and `datum`
+    /// (`wgs84`, the default, or `gcj02`, converted).
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(default)]
+            store: Vec<Store>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Store {
+            id: String,
+            latitude: f64,
+            longitude: f64,
+            #[serde(default)]
+            datum: Option<String>,
+        }
+        let file: File = toml::from_str(text).map_err(|error| error.to_string())?;
+        let mut stores = std::collections::BTreeMap::new();
+        for store in file.store {
+            if !(-90.0..=90.0).contains(&store.latitude)
+                || !(-180.0..=180.0).contains(&store.longitude)
+            {
+                return Err(format!(
+                    "store {}: latitude {} or longitude {} out of range",
+                    store.id, store.latitude, store.longitude
+                ));
+            }
+            let datum = match store.datum.as_deref() {
+                None | Some("wgs84") => CoordinateSystem::Wgs84,
+                Some("gcj02") => CoordinateSystem::Gcj02,
+                Some(other) => {
+                    return Err(format!(
+                        "store {}: datum `{other}`, expected wgs84 or gcj02",
+                        store.id
+                    ));
+                }
+            };
+            let at = wgs84(store.latitude, store.longitude, datum);
+            if stores.insert(store.id.clone(), at).is_some() {
+                return Err(format!("store {} twice", store.id));
+            }
+        }
+        Ok(Self(stores))
+    }
+
+    /// Where store `id` is.
+    pub fn get(&self, id: &str) -> Option<(f64, f64)> {
+        self.0.get(id).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// (latitude, longitude) in `datum`, in WGS-84.
+pub fn wgs84(latitude: f64, longitude: f64, datum: CoordinateSystem) -> (f64, f64) {
+    match datum {
+        CoordinateSystem::Wgs84 => (latitude, longitude),
+        CoordinateSystem::Gcj02 => {
+            let (longitude, latitude) = coordtransform::gcj02_to_wgs84(longitude, latitude);
+            (latitude, longitude)
+        }
+    }
+}
+
+/// The great-circle distance between two WGS-84 points, in metres (haversine, mean Earth
+/// radius: within half a percent of the ellipsoid's over a city).
+pub fn metres_between((lat1, lon1): (f64, f64), (lat2, lon2): (f64, f64)) -> f64 {
+    const EARTH_RADIUS: f64 = 6_371_008.8;
+    let (phi1, phi2) = (lat1.to_radians(), lat2.to_radians());
+    let half_chord = (((lat2 - lat1).to_radians() / 2.0).sin()).powi(2)
+        + phi1.cos() * phi2.cos() * (((lon2 - lon1).to_radians() / 2.0).sin()).powi(2);
+    2.0 * EARTH_RADIUS * half_chord.sqrt().min(1.0).asin()
+}
+
+/// Where the customer last reported being (a WeChat location), as of now, in WGS-84.
+pub fn last_location(subject: &Subject<'_>) -> Option<(f64, f64)> {
+    subject
+        .journal
+        .events()
+        .rev()
+        .filter(|event| event.event_time <= subject.now)
+        .find_map(|event| match &event.body {
+            EventBody::Wechat(wechat) if wechat.event_type == WechatEventType::Location => {
+                Some(wgs84(
+                    wechat.latitude?,
+                    wechat.longitude?,
+                    wechat.coordinate_system.unwrap_or(CoordinateSystem::Wgs84),
+                ))
+            }
+            _ => None,
+        })
 }
 
 /// Whether the customer has granted consent to `purpose` (no purpose: nothing to grant).
@@ -606,7 +716,40 @@ fn call(name: &str, args: &[Arg], subject: &Subject<'_>) -> Eval {
                 _ => UNKNOWN,
             }
         }
-        // Home locations and store coordinates are not kept yet.
+        "distance" => {
+            let Some(here) = last_location(subject) else {
+                return UNKNOWN;
+            };
+            let there = if let Some(stores) = arg("store") {
+                let Some(known_stores) = subject.stores else {
+                    return UNKNOWN;
+                };
+                // The nearest of the stores listed that the store list knows.
+                texts(&stores)
+                    .into_iter()
+                    .filter_map(|id| known_stores.get(id))
+                    .map(|store| metres_between(here, store))
+                    .min_by(f64::total_cmp)
+            } else {
+                match (arg("lat"), arg("lon"), arg("datum")) {
+                    (Some(Val::Number(lat)), Some(Val::Number(lon)), datum) => {
+                        let datum = match datum {
+                            None => Some(CoordinateSystem::Wgs84),
+                            Some(Val::Text(text)) if text == "wgs84" => {
+                                Some(CoordinateSystem::Wgs84)
+                            }
+                            Some(Val::Text(text)) if text == "gcj02" => {
+                                Some(CoordinateSystem::Gcj02)
+                            }
+                            _ => None,
+                        };
+                        datum.map(|datum| metres_between(here, wgs84(lat, lon, datum)))
+                    }
+                    _ => None,
+                }
+            };
+            there.map_or(UNKNOWN, |metres| known(Val::Distance(metres)))
+        }
         _ => UNKNOWN,
     }
 }

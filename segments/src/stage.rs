@@ -23,7 +23,7 @@
 //! rows), loaded from the store when the stage starts. One stage holds every customer: the
 //! embedded deployment's, or one consumer of `profiles.changed` on Kafka.
 
-use crate::eval::{Explanation, Population, Subject, consented, evaluate, explain};
+use crate::eval::{Explanation, Population, Stores, Subject, consented, evaluate, explain};
 use crate::membership::{Cause, Change, Memberships, Segment, Slot};
 use crate::rule::{self, Rule, RuleError};
 use crate::triggers::{Fired, Firing, Period, Trigger};
@@ -410,6 +410,8 @@ pub struct SegmentStage {
     rules: ProfileRules,
     clock: Arc<dyn Clock>,
     topics: SegmentTopics,
+    /// The stores `distance(store = ...)` measures to.
+    stores: Stores,
     live: Mutex<Live>,
 }
 
@@ -441,8 +443,15 @@ impl SegmentStage {
             rules,
             clock,
             topics,
+            stores: Stores::default(),
             live: Mutex::new(Live::default()),
         }
+    }
+
+    /// Measures `distance(store = ...)` to `stores`.
+    pub fn with_stores(mut self, stores: Stores) -> Self {
+        self.stores = stores;
+        self
     }
 
     pub fn topics(&self) -> &SegmentTopics {
@@ -585,6 +594,7 @@ impl SegmentStage {
                 now,
                 time_zone: time_zone_of(&profile),
                 population: population.as_deref(),
+                stores: Some(&self.stores),
             };
             let changes = live.memberships.evaluate(slot, &subject, cause);
             let fired = live.fired.entry(slot).or_default();
@@ -1066,6 +1076,7 @@ impl SegmentStage {
             now,
             time_zone: time_zone_of(&profile),
             population,
+            stores: Some(&self.stores),
         })))
     }
 

@@ -25,6 +25,7 @@ fn subjects<'a>(
             now,
             time_zone: chrono_tz::Europe::London,
             population,
+            stores: None,
         })
 }
 

@@ -5,7 +5,7 @@
 use kinfold_core::event::EventBody;
 use kinfold_core::{CanonicalEvent, EventId};
 use kinfold_profile::{Journal, ProfileRules, fold};
-use kinfold_segments::eval::Subject;
+use kinfold_segments::eval::{Stores, Subject};
 use kinfold_segments::rule::{Rule, parse};
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -142,5 +142,26 @@ pub fn with_subject<'e, T>(
         now,
         time_zone: chrono_tz::Asia::Shanghai,
         population: None,
+        stores: None,
+    })
+}
+
+/// `f` of the customer whose journal holds every one of `events` (later ones too: evaluation
+/// must leave them out), as of `now`, living in Shanghai, with `stores`.
+pub fn with_subject_and_stores<T>(
+    events: &[CanonicalEvent],
+    now: i64,
+    stores: Option<&Stores>,
+    f: impl FnOnce(&Subject<'_>) -> T,
+) -> T {
+    let journal = Journal::of(events.iter().cloned());
+    let profile = fold(journal.events()).profile(&ProfileRules::default_rules(), now);
+    f(&Subject {
+        profile: &profile,
+        journal: &journal,
+        now,
+        time_zone: chrono_tz::Asia::Shanghai,
+        population: None,
+        stores,
     })
 }
