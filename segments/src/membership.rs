@@ -118,7 +118,10 @@ impl Memberships {
             if let Some(next) = next {
                 wake = Some(wake.map_or(next, |wake| wake.min(next)));
             }
-            let members = self.members.entry(segment.id.clone()).or_default();
+            // Every segment defined has its bitmap (see `define`): no key made per evaluation.
+            let Some(members) = self.members.get_mut(&segment.id) else {
+                continue;
+            };
             let was_member = members.contains(slot);
             if is_member != was_member {
                 if is_member {
