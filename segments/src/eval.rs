@@ -14,7 +14,9 @@
 use crate::rule::ast::{Arg, DistanceUnit, Op, Rule, Sign, TimeUnit, Value};
 use chrono::{Datelike, NaiveDate, TimeZone};
 use kinfold_core::CanonicalEvent;
-use kinfold_core::event::{CoordinateSystem, EventBody, PosTransactionKind, WechatEventType};
+use kinfold_core::event::{
+    CoordinateSystem, EventBody, MembershipEventType, PosTransactionKind, WechatEventType,
+};
 use kinfold_core::time::TimestampMicros;
 use kinfold_profile::fold::DAY_MICROS;
 use kinfold_profile::{Journal, Profile};
@@ -692,6 +694,14 @@ fn call(name: &str, args: &[Arg], subject: &Subject<'_>) -> Eval {
             };
             birthday_within(subject, window)
         }
+        "coupon_expiring_within" => {
+            let Some(Val::Duration(window)) =
+                args.first().and_then(|a| eval(&a.value, subject).value)
+            else {
+                return UNKNOWN;
+            };
+            coupon_expiring_within(subject, window)
+        }
         "has" => {
             let Some(Val::Text(kind)) = args.first().and_then(|a| eval(&a.value, subject).value)
             else {
@@ -870,6 +880,63 @@ pub(crate) fn today(subject: &Subject<'_>) -> Option<NaiveDate> {
 pub(crate) fn birthday_in(year: i32, birthday: NaiveDate) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(year, birthday.month(), birthday.day())
         .or_else(|| NaiveDate::from_ymd_opt(year, birthday.month(), birthday.day() - 1))
+}
+
+/// The coupons issued to the customer that are neither redeemed nor expired as of now (their
+/// own expiry still ahead): (expiry, coupon id), soonest first.
+pub fn open_coupons(subject: &Subject<'_>) -> Vec<(TimestampMicros, String)> {
+    let mut open: std::collections::BTreeMap<&str, TimestampMicros> = Default::default();
+    for event in subject
+        .journal
+        .events()
+        .filter(|event| event.event_time <= subject.now)
+    {
+        let EventBody::Membership(membership) = &event.body else {
+            continue;
+        };
+        let Some(coupon) = membership.coupon_id.as_deref() else {
+            continue;
+        };
+        match membership.event_type {
+            MembershipEventType::CouponIssued => {
+                if let Some(expires) = membership.coupon_expires_at {
+                    open.insert(coupon, expires);
+                }
+            }
+            MembershipEventType::CouponRedeemed | MembershipEventType::CouponExpired => {
+                open.remove(coupon);
+            }
+            _ => {}
+        }
+    }
+    let mut open: Vec<(TimestampMicros, String)> = open
+        .into_iter()
+        .filter(|(_, expires)| *expires > subject.now)
+        .map(|(coupon, expires)| (expires, coupon.to_owned()))
+        .collect();
+    open.sort();
+    open
+}
+
+/// Whether an open coupon expires within `window` of now; it changes when the window reaches
+/// the next coupon's expiry, or a coupon in it expires.
+fn coupon_expiring_within(subject: &Subject<'_>, window: i64) -> Eval {
+    let now = subject.now;
+    let mut holds = false;
+    let mut next = None;
+    for (expires, _) in open_coupons(subject) {
+        let opens = expires - window;
+        if opens <= now {
+            holds = true;
+            next = earliest(next, Some(expires));
+        } else {
+            next = earliest(next, Some(opens));
+        }
+    }
+    Eval {
+        value: Some(Val::Bool(holds)),
+        next,
+    }
 }
 
 fn birthday_within(subject: &Subject<'_>, window: i64) -> Eval {

@@ -111,7 +111,7 @@ pub struct SegmentDefinition {
 pub struct TriggerDefinition {
     pub id: String,
     pub rule: String,
-    /// `birthday`, `last_purchase` or `once`.
+    /// `birthday`, `last_purchase`, `coupon` or `once`.
     pub period: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
@@ -269,9 +269,10 @@ fn period_of(text: &str) -> Result<Period, DefinitionError> {
         "birthday" => Ok(Period::Birthday),
         "last_purchase" => Ok(Period::LastPurchase),
         "once" => Ok(Period::Once),
+        "coupon" => Ok(Period::Coupon),
         other => Err(DefinitionError::Invalid {
             field: "period",
-            reason: format!("`{other}`: expected birthday, last_purchase or once"),
+            reason: format!("`{other}`: expected birthday, last_purchase, coupon or once"),
         }),
     }
 }

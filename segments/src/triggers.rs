@@ -9,7 +9,7 @@
 //!   the wall clock (a replay of history, a timer long overdue) fires nothing, so rebuilding
 //!   the projections never sends last year's birthday coupon.
 
-use crate::eval::{Subject, birthday_in, birthday_of, consented, evaluate, today};
+use crate::eval::{Subject, birthday_in, birthday_of, consented, evaluate, open_coupons, today};
 use crate::rule::Rule;
 use chrono::Datelike;
 use kinfold_core::time::TimestampMicros;
@@ -25,6 +25,9 @@ pub enum Period {
     LastPurchase,
     /// Once ever.
     Once,
+    /// Each coupon: one firing per coupon, the next open one to expire ("your coupon expires
+    /// tomorrow").
+    Coupon,
 }
 
 /// A trigger's definition.
@@ -61,6 +64,13 @@ pub const GRACE_MICROS: i64 = 6 * 3_600_000_000;
 fn period_key(period: Period, subject: &Subject<'_>) -> Option<String> {
     match period {
         Period::Once => Some("once".to_owned()),
+        // The next open coupon to expire: the one a rule about expiring coupons is about
+        // first. Two in its window at once fire one after the other, the second once the
+        // first has expired.
+        Period::Coupon => open_coupons(subject)
+            .into_iter()
+            .next()
+            .map(|(_, coupon)| format!("coupon:{coupon}")),
         Period::LastPurchase => subject
             .profile
             .overall

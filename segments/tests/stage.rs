@@ -437,7 +437,12 @@ fn the_example_trigger_file_reads_and_a_wrong_one_says_why() {
     let ids: Vec<&str> = file.trigger.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(
         ids,
-        ["birthday-coupon", "high-value-lapse", "repurchase-nudge"]
+        [
+            "birthday-coupon",
+            "high-value-lapse",
+            "coupon-expiring",
+            "repurchase-nudge"
+        ]
     );
     for (wrong, says) in [
         (

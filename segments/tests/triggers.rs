@@ -156,3 +156,67 @@ fn a_lapse_trigger_fires_once_per_quiet_spell() {
     assert_eq!(days, ["2026-01-31", "2026-05-11"]);
     assert_ne!(firings[0].id, firings[1].id);
 }
+
+fn coupon(
+    id: u128,
+    time: i64,
+    event_type: &str,
+    coupon: &str,
+    expires: Option<i64>,
+) -> CanonicalEvent {
+    let mut extra = json!({"event_type": event_type, "coupon_id": coupon});
+    if let Some(expires) = expires {
+        extra["coupon_expires_at"] = json!(expires);
+    }
+    member(id, time, extra)
+}
+
+#[test]
+fn a_coupon_reminder_fires_once_a_day_before_each_open_coupon_expires() {
+    let trigger = Trigger {
+        id: "coupon-expiring".to_owned(),
+        rule: parse("coupon_expiring_within(24h)").expect("parses"),
+        period: Period::Coupon,
+        purpose: None,
+    };
+    let day = DAY_MICROS;
+    let events = vec![
+        // A expires on day 10, B six hours later; C is redeemed before its window opens.
+        coupon(1, START, "COUPON_ISSUED", "A", Some(START + 10 * day)),
+        coupon(
+            2,
+            START + day,
+            "COUPON_ISSUED",
+            "B",
+            Some(START + 10 * day + 6 * HOUR),
+        ),
+        coupon(3, START + day, "COUPON_ISSUED", "C", Some(START + 20 * day)),
+        coupon(4, START + 15 * day, "COUPON_REDEEMED", "C", None),
+    ];
+    // The next change, seen on day 1: A's window opening.
+    let next = with_subject(&events, START + day, |subject| {
+        kinfold_segments::eval::evaluate(&trigger.rule, subject).next_change
+    });
+    assert_eq!(next, Some(START + 9 * day));
+    let mut fired = Fired::new();
+    let mut firings = Vec::new();
+    let mut at = START;
+    while at < START + 25 * day {
+        firings.extend(fire(&mut fired, &trigger, &events, at, at));
+        at += HOUR;
+    }
+    let seen: Vec<(i64, String)> = firings
+        .iter()
+        .map(|firing| (firing.at, firing.period.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            // A's window opens a day before it expires.
+            (START + 9 * day, "coupon:A".to_owned()),
+            // B's window opened while A was the next to expire: B's reminder follows A's
+            // expiry, still before B's own.
+            (START + 10 * day, "coupon:B".to_owned()),
+        ]
+    );
+}

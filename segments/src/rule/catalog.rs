@@ -182,6 +182,13 @@ pub const FUNCTIONS: &[Function] = &[
         about: "the customer's percentile in the population by a number (0 to 100)",
     },
     Function {
+        name: "coupon_expiring_within",
+        result: Type::Bool,
+        positional: &[("window", &[Type::Duration])],
+        named: &[],
+        about: "whether a coupon issued to the customer, neither redeemed nor expired, expires within the duration from now",
+    },
+    Function {
         name: "birthday_within",
         result: Type::Bool,
         positional: &[("days", &[Type::Duration])],
