@@ -777,19 +777,21 @@ impl SegmentStage {
     }
 
     /// Evaluates every customer with a profile (a definition changed).
-    async fn refresh_all(&self, live: &mut Live) -> Result<SegmentTally, SegmentError> {
-        let customers = self
-            .kv
-            .partition_keys(kinfold_profile::stage::PROFILES_TABLE)
-            .await?;
+    /// Evaluates every customer with a profile (a definition or the population changed), a
+    /// thousand at a time, each thousand under the lock on its own: batches of the stage, wake
+    /// timers and reads of the API go on in between (evaluating a customer twice changes
+    /// nothing the second time).
+    async fn refresh_all(&self) -> Result<SegmentTally, SegmentError> {
+        let customers = self.profile_customers().await?;
         let mut tally = SegmentTally::default();
         for chunk in customers.chunks(1_000) {
             let customers: Vec<(String, Cause)> = chunk
                 .iter()
-                .filter_map(|key| String::from_utf8(key.to_vec()).ok())
-                .map(|customer| (customer, Cause::Refresh))
+                .map(|customer| (customer.clone(), Cause::Refresh))
                 .collect();
-            tally += self.evaluate_customers(live, customers).await?;
+            let mut live = self.live.lock().await;
+            self.load(&mut live).await?;
+            tally += self.evaluate_customers(&mut live, customers).await?;
         }
         Ok(tally)
     }
@@ -871,7 +873,8 @@ impl SegmentStage {
             purpose,
         });
         live.definitions.insert(id.to_owned(), definition.clone());
-        self.rules_changed(&mut live).await?;
+        drop(live);
+        self.rules_changed().await?;
         Ok(definition)
     }
 
@@ -950,7 +953,8 @@ impl SegmentStage {
             period,
             purpose: definition.purpose.clone(),
         });
-        self.rules_changed(&mut live).await?;
+        drop(live);
+        self.rules_changed().await?;
         Ok(definition)
     }
 
@@ -1179,31 +1183,42 @@ impl SegmentStage {
         &self,
         every: TimestampMicros,
     ) -> Result<SegmentTally, SegmentError> {
-        let mut live = self.live.lock().await;
-        self.load(&mut live).await?;
-        let due = live
-            .population
-            .as_ref()
-            .is_some_and(|(_, at)| self.clock.now_micros() - at >= every);
+        let due = {
+            let mut live = self.live.lock().await;
+            self.load(&mut live).await?;
+            live.population
+                .as_ref()
+                .is_some_and(|(_, at)| self.clock.now_micros() - at >= every)
+        };
         if !due {
             return Ok(SegmentTally::default());
         }
-        self.refresh_population(&mut live).await
+        if self.gather_for_current_rules().await? {
+            self.refresh_all().await
+        } else {
+            Ok(SegmentTally::default())
+        }
     }
 
     /// After a definition: the population gathered again for the rules as they are now, and
     /// every customer evaluated.
-    async fn rules_changed(&self, live: &mut Live) -> Result<SegmentTally, SegmentError> {
-        live.population = self.gather_population(&live.ranked_rules()).await?;
-        self.refresh_all(live).await
+    async fn rules_changed(&self) -> Result<SegmentTally, SegmentError> {
+        self.gather_for_current_rules().await?;
+        self.refresh_all().await
     }
 
-    async fn refresh_population(&self, live: &mut Live) -> Result<SegmentTally, SegmentError> {
-        live.population = self.gather_population(&live.ranked_rules()).await?;
-        if live.population.is_none() {
-            return Ok(SegmentTally::default());
-        }
-        self.refresh_all(live).await
+    /// Gathers the population for the rules as they are now, with no lock held while it reads
+    /// every profile; whether any rule ranks customers.
+    async fn gather_for_current_rules(&self) -> Result<bool, SegmentError> {
+        let rules = {
+            let mut live = self.live.lock().await;
+            self.load(&mut live).await?;
+            live.ranked_rules()
+        };
+        let population = self.gather_population(&rules).await?;
+        let ranks = population.is_some();
+        self.live.lock().await.population = population;
+        Ok(ranks)
     }
 
     /// When `customer` is to be evaluated again with no event.
