@@ -484,7 +484,17 @@ fn field(path: &[String], subject: &Subject<'_>) -> Eval {
     let profile = subject.profile;
     let count = |n: u64| Some(Val::Number(n as f64));
     let number = |n: Option<f64>| n.map(Val::Number);
-    let value = match path.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+    // The path's parts as texts, on the stack: a field is read for every rule evaluated.
+    let mut parts = [""; 4];
+    for (part, name) in parts.iter_mut().zip(path) {
+        *part = name.as_str();
+    }
+    let parts = if path.len() <= parts.len() {
+        &parts[..path.len()]
+    } else {
+        &[][..]
+    };
+    let value = match *parts {
         ["events"] => count(profile.events),
         ["orders"] => count(profile.overall.orders),
         ["returns"] => count(profile.overall.returns),

@@ -51,11 +51,19 @@ pub struct Change {
 /// Every segment's members and the timers that wake customers.
 #[derive(Debug, Default, Clone)]
 pub struct Memberships {
-    segments: BTreeMap<String, Segment>,
-    members: HashMap<String, RoaringBitmap>,
+    /// Each segment with its members: one look-up finds both, and evaluating a customer walks
+    /// them in order with none.
+    segments: BTreeMap<String, Defined>,
     /// When each customer is to be evaluated again, and the same by time.
     wake_at: HashMap<Slot, TimestampMicros>,
     timers: BTreeSet<(TimestampMicros, Slot)>,
+}
+
+/// A segment and its members.
+#[derive(Debug, Clone)]
+struct Defined {
+    segment: Segment,
+    members: RoaringBitmap,
 }
 
 /// Whether `segment` has `subject` as a member now, and when that could change.
@@ -78,23 +86,32 @@ impl Memberships {
     /// definition with a full pass ([`Self::evaluate`] for every customer, cause
     /// [`Cause::Refresh`]).
     pub fn define(&mut self, segment: Segment) {
-        self.members.entry(segment.id.clone()).or_default();
-        self.segments.insert(segment.id.clone(), segment);
+        match self.segments.get_mut(&segment.id) {
+            Some(defined) => defined.segment = segment,
+            None => {
+                self.segments.insert(
+                    segment.id.clone(),
+                    Defined {
+                        segment,
+                        members: RoaringBitmap::new(),
+                    },
+                );
+            }
+        }
     }
 
     /// Removes the segment `id` and its members.
     pub fn delete(&mut self, id: &str) -> Option<Segment> {
-        self.members.remove(id);
-        self.segments.remove(id)
+        self.segments.remove(id).map(|defined| defined.segment)
     }
 
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {
-        self.segments.values()
+        self.segments.values().map(|defined| &defined.segment)
     }
 
     /// The members of segment `id`.
     pub fn members(&self, id: &str) -> Option<&RoaringBitmap> {
-        self.members.get(id)
+        self.segments.get(id).map(|defined| &defined.members)
     }
 
     /// When `slot` is to be evaluated again with no event.
@@ -113,15 +130,11 @@ impl Memberships {
     pub fn evaluate(&mut self, slot: Slot, subject: &Subject<'_>, cause: Cause) -> Vec<Change> {
         let mut changes = Vec::new();
         let mut wake: Option<TimestampMicros> = None;
-        for segment in self.segments.values() {
+        for Defined { segment, members } in self.segments.values_mut() {
             let (is_member, next) = member(segment, subject);
             if let Some(next) = next {
                 wake = Some(wake.map_or(next, |wake| wake.min(next)));
             }
-            // Every segment defined has its bitmap (see `define`): no key made per evaluation.
-            let Some(members) = self.members.get_mut(&segment.id) else {
-                continue;
-            };
             let was_member = members.contains(slot);
             if is_member != was_member {
                 if is_member {
@@ -153,10 +166,8 @@ impl Memberships {
     /// returns the exits, at `at`.
     pub fn forget(&mut self, slot: Slot, at: TimestampMicros, cause: Cause) -> Vec<Change> {
         let mut changes = Vec::new();
-        for segment in self.segments.values() {
-            if let Some(members) = self.members.get_mut(&segment.id)
-                && members.remove(slot)
-            {
+        for Defined { segment, members } in self.segments.values_mut() {
+            if members.remove(slot) {
                 changes.push(Change {
                     segment: segment.id.clone(),
                     version: segment.version,
@@ -184,7 +195,7 @@ impl Memberships {
     /// Puts `slot` among the members of segment `id` as stored (when the stage loads); a
     /// segment no longer defined is ignored.
     pub fn restore_member(&mut self, id: &str, slot: Slot) {
-        if let Some(members) = self.members.get_mut(id) {
+        if let Some(Defined { members, .. }) = self.segments.get_mut(id) {
             members.insert(slot);
         }
     }
