@@ -84,6 +84,23 @@ fn required(violations: &mut Violations, field: &str, value: &str) {
     }
 }
 
+/// A definition request's required fields.
+fn check_definition(id: &str, rule: &str) -> Result<(), Status> {
+    let mut violations = Violations::default();
+    required(&mut violations, "id", id);
+    required(&mut violations, "rule", rule);
+    violations.check()
+}
+
+/// The answer to a call that defines or deletes a segment.
+fn answer(
+    outcome: Result<SegmentDefinition, DefinitionError>,
+) -> Result<Response<pb::SegmentDefinition>, Status> {
+    outcome
+        .map(|definition| Response::new(definition_proto(definition)))
+        .map_err(definition_status)
+}
+
 fn unknown_segment(id: &str) -> Status {
     Status::not_found(format!("no segment {id}"))
 }
@@ -238,16 +255,12 @@ impl pb::segment_service_server::SegmentService for SegmentService {
         request: Request<pb::CreateSegmentRequest>,
     ) -> Result<Response<pb::SegmentDefinition>, Status> {
         let request = request.into_inner();
-        let mut violations = Violations::default();
-        required(&mut violations, "id", &request.id);
-        required(&mut violations, "rule", &request.rule);
-        violations.check()?;
-        let definition = self
-            .stage
-            .create_segment(&request.id, &request.rule, purpose(&request.purpose))
-            .await
-            .map_err(definition_status)?;
-        Ok(Response::new(definition_proto(definition)))
+        check_definition(&request.id, &request.rule)?;
+        answer(
+            self.stage
+                .create_segment(&request.id, &request.rule, purpose(&request.purpose))
+                .await,
+        )
     }
 
     async fn update_segment(
@@ -255,29 +268,19 @@ impl pb::segment_service_server::SegmentService for SegmentService {
         request: Request<pb::UpdateSegmentRequest>,
     ) -> Result<Response<pb::SegmentDefinition>, Status> {
         let request = request.into_inner();
-        let mut violations = Violations::default();
-        required(&mut violations, "id", &request.id);
-        required(&mut violations, "rule", &request.rule);
-        violations.check()?;
-        let definition = self
-            .stage
-            .update_segment(&request.id, &request.rule, purpose(&request.purpose))
-            .await
-            .map_err(definition_status)?;
-        Ok(Response::new(definition_proto(definition)))
+        check_definition(&request.id, &request.rule)?;
+        answer(
+            self.stage
+                .update_segment(&request.id, &request.rule, purpose(&request.purpose))
+                .await,
+        )
     }
 
     async fn delete_segment(
         &self,
         request: Request<pb::DeleteSegmentRequest>,
     ) -> Result<Response<pb::SegmentDefinition>, Status> {
-        let request = request.into_inner();
-        let definition = self
-            .stage
-            .delete_segment(&request.id)
-            .await
-            .map_err(definition_status)?;
-        Ok(Response::new(definition_proto(definition)))
+        answer(self.stage.delete_segment(&request.into_inner().id).await)
     }
 
     async fn list_segments(

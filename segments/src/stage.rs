@@ -641,17 +641,12 @@ impl SegmentStage {
                 },
             });
         }
+        // What to send: each change and firing, through the customer's outbox.
+        let mut outgoing: Vec<(&str, uuid::Uuid, String)> = Vec::new();
         for change in changes {
             let record = membership_record(customer, &change);
             let value = serde_json::to_string(&record).expect("a change serialises");
-            let item = self
-                .pending(&self.topics.changes, record.id, customer, value, now, ends)
-                .await?;
-            rows.push(KvMutation::Put {
-                clustering_key: outbox_key(&item.id),
-                value: Bytes::from(serde_json::to_vec(&item).expect("serialises")),
-            });
-            effect.pending.push(item);
+            outgoing.push((&self.topics.changes, record.id, value));
         }
         for firing in firings {
             effect.tally.fired += 1;
@@ -667,9 +662,10 @@ impl SegmentStage {
                 at: firing.at,
             };
             let value = serde_json::to_string(&record).expect("a firing serialises");
-            let item = self
-                .pending(&self.topics.triggers, record.id, customer, value, now, ends)
-                .await?;
+            outgoing.push((&self.topics.triggers, record.id, value));
+        }
+        for (topic, id, value) in outgoing {
+            let item = self.pending(topic, id, customer, value, now, ends).await?;
             rows.push(KvMutation::Put {
                 clustering_key: outbox_key(&item.id),
                 value: Bytes::from(serde_json::to_vec(&item).expect("serialises")),
@@ -796,6 +792,27 @@ impl SegmentStage {
         Ok(tally)
     }
 
+    /// Writes (`Some`) or deletes (`None`) definition `id` of `partition`, durably.
+    async fn write_definition(
+        &self,
+        partition: &[u8],
+        id: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), SegmentError> {
+        let clustering_key = Bytes::from(id.to_owned());
+        let mutation = match value {
+            Some(value) => KvMutation::Put {
+                clustering_key,
+                value: Bytes::from(value),
+            },
+            None => KvMutation::Delete { clustering_key },
+        };
+        self.kv
+            .apply(DEFINITIONS_TABLE, partition, vec![mutation], true)
+            .await?;
+        Ok(())
+    }
+
     /// Defines segment `id` (a new version if it exists) and evaluates every customer under
     /// it; returns the definition stored.
     pub async fn define_segment(
@@ -854,18 +871,12 @@ impl SegmentStage {
             rule: rule.to_string(),
             purpose: purpose.clone(),
         };
-        self.kv
-            .apply(
-                DEFINITIONS_TABLE,
-                SEGMENTS_PARTITION,
-                vec![KvMutation::Put {
-                    clustering_key: Bytes::from(id.to_owned()),
-                    value: Bytes::from(serde_json::to_vec(&definition).expect("serialises")),
-                }],
-                true,
-            )
-            .await
-            .map_err(SegmentError::from)?;
+        self.write_definition(
+            SEGMENTS_PARTITION,
+            id,
+            Some(serde_json::to_vec(&definition).expect("serialises")),
+        )
+        .await?;
         live.memberships.define(Segment {
             id: id.to_owned(),
             version,
@@ -905,17 +916,7 @@ impl SegmentStage {
                 .await
                 .map_err(SegmentError::from)?;
         }
-        self.kv
-            .apply(
-                DEFINITIONS_TABLE,
-                SEGMENTS_PARTITION,
-                vec![KvMutation::Delete {
-                    clustering_key: Bytes::from(id.to_owned()),
-                }],
-                true,
-            )
-            .await
-            .map_err(SegmentError::from)?;
+        self.write_definition(SEGMENTS_PARTITION, id, None).await?;
         live.memberships.delete(id);
         Ok(definition)
     }
@@ -934,18 +935,12 @@ impl SegmentStage {
         };
         let mut live = self.live.lock().await;
         self.load(&mut live).await?;
-        self.kv
-            .apply(
-                DEFINITIONS_TABLE,
-                TRIGGERS_PARTITION,
-                vec![KvMutation::Put {
-                    clustering_key: Bytes::from(definition.id.clone()),
-                    value: Bytes::from(serde_json::to_vec(&definition).expect("serialises")),
-                }],
-                true,
-            )
-            .await
-            .map_err(SegmentError::from)?;
+        self.write_definition(
+            TRIGGERS_PARTITION,
+            &definition.id,
+            Some(serde_json::to_vec(&definition).expect("serialises")),
+        )
+        .await?;
         live.triggers.retain(|trigger| trigger.id != definition.id);
         live.triggers.push(Trigger {
             id: definition.id.clone(),
@@ -976,17 +971,7 @@ impl SegmentStage {
         let mut removed = 0;
         for id in stored.keys() {
             if !file.trigger.iter().any(|trigger| &trigger.id == id) {
-                self.kv
-                    .apply(
-                        DEFINITIONS_TABLE,
-                        TRIGGERS_PARTITION,
-                        vec![KvMutation::Delete {
-                            clustering_key: Bytes::from(id.clone()),
-                        }],
-                        true,
-                    )
-                    .await
-                    .map_err(SegmentError::from)?;
+                self.write_definition(TRIGGERS_PARTITION, id, None).await?;
                 let mut live = self.live.lock().await;
                 live.triggers.retain(|trigger| &trigger.id != id);
                 removed += 1;

@@ -32,6 +32,8 @@ use std::sync::Arc;
 const RESOLVED: &str = "events.resolved";
 
 struct Fixture {
+    _directory: tempfile::TempDir,
+    _database: EmbeddedDatabase,
     log: Arc<dyn EventLog>,
     kv: Arc<dyn KvStore>,
     registry: Arc<SchemaRegistry>,
@@ -42,7 +44,10 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new(database: &EmbeddedDatabase, at: i64) -> Self {
+    /// A fresh embedded database in a temporary directory, its clock at `at`.
+    async fn open(at: i64) -> Self {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let database = EmbeddedDatabase::open(directory.path()).expect("database");
         let log: Arc<dyn EventLog> = Arc::new(database.log());
         let kv: Arc<dyn KvStore> = Arc::new(database.kv());
         let registry = Arc::new(SchemaRegistry::open(kv.clone()).await.expect("registry"));
@@ -57,6 +62,8 @@ impl Fixture {
         let topics = SegmentTopics::default();
         topics.ensure(log.as_ref()).await.expect("topics");
         Self {
+            _directory: directory,
+            _database: database,
             log,
             kv,
             registry,
@@ -167,10 +174,8 @@ fn customer(n: u128) -> CustomerId {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dormant_follows_purchases_and_the_passing_days_across_a_restart() {
-    let directory = tempfile::tempdir().expect("tempdir");
-    let database = EmbeddedDatabase::open(directory.path()).expect("database");
     let t0 = START + 150 * DAY_MICROS;
-    let fixture = Fixture::new(&database, t0).await;
+    let fixture = Fixture::open(t0).await;
     let stage = fixture.stage();
     stage
         .define_segment(
@@ -247,11 +252,9 @@ async fn dormant_follows_purchases_and_the_passing_days_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_birthday_coupon_fires_once_a_week_before_and_not_again_after_a_restart() {
-    let directory = tempfile::tempdir().expect("tempdir");
-    let database = EmbeddedDatabase::open(directory.path()).expect("database");
     // 2026-02-20, noon in Shanghai; her birthday is on 15 March.
     let t0 = START + 50 * DAY_MICROS + 4 * 3_600_000_000;
-    let fixture = Fixture::new(&database, t0).await;
+    let fixture = Fixture::open(t0).await;
     let stage = fixture.stage();
     stage
         .define_trigger(TriggerDefinition {
@@ -322,10 +325,8 @@ async fn a_birthday_coupon_fires_once_a_week_before_and_not_again_after_a_restar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_left_in_an_outbox_by_a_crash_are_sent_once() {
-    let directory = tempfile::tempdir().expect("tempdir");
-    let database = EmbeddedDatabase::open(directory.path()).expect("database");
     let t0 = START + 150 * DAY_MICROS;
-    let fixture = Fixture::new(&database, t0).await;
+    let fixture = Fixture::open(t0).await;
     let stage = fixture.stage();
     stage
         .define_segment("buyers", "orders >= 1", None)
@@ -481,10 +482,8 @@ fn percent_rank(values: &[i64], value: i64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_top_decile_follows_the_population_as_it_is_refreshed() {
-    let directory = tempfile::tempdir().expect("tempdir");
-    let database = EmbeddedDatabase::open(directory.path()).expect("database");
     let t0 = START + 150 * DAY_MICROS;
-    let fixture = Fixture::new(&database, t0).await;
+    let fixture = Fixture::open(t0).await;
     let stage = fixture.stage();
     // Twenty customers; the k-th has spent 100 * (k + 1) yuan.
     let mut spent: Vec<(CustomerId, i64)> = Vec::new();
