@@ -11,6 +11,13 @@
 //! No baseline runs beside it: the goal is absolute (200,000 events/s on this 2-core
 //! machine). The run also prints how fast ingest alone took the events in (the posts'
 //! answers), which bounds what the stages behind it can show.
+//!
+//! Then the latency at half that load: new people's events posted in batches of 100 at half
+//! the rate measured, each event's posting instant kept by its event id; once every stage has
+//! caught up and the server has stopped, `segments.changes` is read from the data directory,
+//! and each change caused by one of those events gives that event's time from its post to the
+//! membership change (the instant the stage evaluated it; one clock, one machine). Events that
+//! change no membership are not seen there.
 
 use kinfold_benches::generator::{Generator, GeneratorConfig};
 use kinfold_benches::quick;
@@ -62,6 +69,48 @@ fn binary() -> PathBuf {
     path
 }
 
+/// For each change in `segments.changes` (read from the stopped server's data directory)
+/// caused by one of `posted_at`'s events: the micros from its post to the change.
+fn latencies(
+    data: &std::path::Path,
+    posted_at: &std::collections::HashMap<String, i64>,
+) -> Vec<i64> {
+    use kinfold_core::ports::EventLog as _;
+    let database = kinfold_storage::EmbeddedDatabase::open(data).expect("the data directory");
+    let log = database.log();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut latencies = Vec::new();
+        let partitions = log.partitions("segments.changes").await.expect("the topic");
+        for partition in 0..partitions {
+            let mut from = 0;
+            loop {
+                let records = log
+                    .read("segments.changes", partition, from, 10_000)
+                    .await
+                    .expect("reads");
+                let Some(last) = records.last() else {
+                    break;
+                };
+                from = last.offset + 1;
+                for record in records {
+                    let change: Value = serde_json::from_slice(&record.value).expect("json");
+                    if let (Some(event), Some(at)) =
+                        (change["event_id"].as_str(), change["at"].as_i64())
+                        && let Some(posted) = posted_at.get(event)
+                    {
+                        latencies.push(at - posted);
+                    }
+                }
+            }
+        }
+        latencies
+    })
+}
+
 fn main() {
     let quick = quick();
     let events: usize = if quick { 20_000 } else { 200_000 };
@@ -70,7 +119,8 @@ fn main() {
     // fills the month with more than enough.
     let customers = u32::try_from(events / 13).expect("a population");
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(&binary(), &dir.path().join("data")).expect("kinfold serve starts");
+    let data = dir.path().join("data");
+    let server = Server::start(&binary(), &data).expect("kinfold serve starts");
     for (index, rule) in SEGMENTS.iter().enumerate() {
         let created = grpc_calls(
             &server,
@@ -159,8 +209,73 @@ fn main() {
         })
         .collect();
     assert!(counts[0] > 0, "buyers: {counts:?}");
-    server.stop().expect("stops");
     let rate = |elapsed: Duration| accepted as f64 / elapsed.as_secs_f64();
+
+    // At half the load: new people, batches of 100 on a schedule.
+    let half = (rate(through) / 2.0).max(100.0);
+    let mut newcomers = Generator::new(GeneratorConfig {
+        customers: customers / 4,
+        seed: 8,
+        start_micros: now - 31 * 86_400_000_000,
+        days: 30,
+        // Another brand: other cards, stores and orders, so no event repeats one posted before.
+        brand: "kinfold-bench".to_owned(),
+    });
+    let paced = events / 10;
+    let pause = Duration::from_secs_f64(100.0 / half);
+    let mut posted_at: std::collections::HashMap<String, i64> = Default::default();
+    let mut paced_statuses: std::collections::BTreeMap<String, usize> = Default::default();
+    let paced_from = Instant::now();
+    for batch in 0..paced.div_ceil(100) {
+        let due = paced_from + pause * u32::try_from(batch).expect("batches");
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let body: Vec<Value> = (0..100)
+            .map(|_| {
+                serde_json::to_value(kinfold_ingest::model::JsonEvent::from(
+                    newcomers.next_event(),
+                ))
+                .expect("an event")
+            })
+            .collect();
+        let at = kinfold_core::time::Clock::now_micros(&kinfold_core::time::SystemClock);
+        let answer: Value = client
+            .post(format!("{}/v1/events", server.url))
+            .json(&body)
+            .send()
+            .expect("posted")
+            .json()
+            .expect("json");
+        for result in answer["results"].as_array().expect("results") {
+            *paced_statuses
+                .entry(result["status"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+            if result["status"] == "accepted" {
+                posted_at.insert(result["event_id"].as_str().expect("an id").to_owned(), at);
+            }
+        }
+    }
+    let paced_for = paced_from.elapsed();
+    wait_stages_caught_up(
+        &server,
+        &[
+            "ingest",
+            "identity-forward",
+            "identity",
+            "profile",
+            "segments",
+        ],
+        Duration::from_secs(3_600),
+    );
+    server.stop().expect("stops");
+    let mut latencies = latencies(&data, &posted_at);
+    latencies.sort_unstable();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .map_or(f64::NAN, |micros| *micros as f64 / 1e3)
+    };
     println!(
         "  ingest took them in: {:>9.0} events/s ({:.1} s; {statuses:?})",
         rate(ingested),
@@ -172,5 +287,14 @@ fn main() {
         through.as_secs_f64()
     );
     println!("  members of the 20 segments: {counts:?}");
+    println!(
+        "  at half that load ({:.0} events/s offered, {paced_statuses:?} in {:.1} s): event to membership change p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} changes seen)",
+        half,
+        paced_for.as_secs_f64(),
+        percentile(0.5),
+        percentile(0.99),
+        percentile(1.0),
+        latencies.len()
+    );
     println!("  goal: >= 200000 events/s through every stage");
 }
