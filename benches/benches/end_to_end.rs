@@ -26,6 +26,38 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Every stage the events go through.
+const STAGES: &[&str] = &[
+    "ingest",
+    "identity-forward",
+    "identity",
+    "profile",
+    "segments",
+];
+
+/// Posts `batch` to `server`; each event's status (`accepted`, `duplicate`, `rejected`) is
+/// counted in `statuses`; returns the answer.
+fn post(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    batch: &Value,
+    statuses: &mut std::collections::BTreeMap<String, usize>,
+) -> Value {
+    let answer: Value = client
+        .post(format!("{}/v1/events", server.url))
+        .json(batch)
+        .send()
+        .expect("posted")
+        .json()
+        .expect("json");
+    for result in answer["results"].as_array().expect("results") {
+        *statuses
+            .entry(result["status"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    answer
+}
+
 /// The 20 segments: facts, windows over the journal, consent, calendars.
 const SEGMENTS: [&str; 20] = [
     "orders >= 1",
@@ -165,34 +197,13 @@ fn main() {
     let started = Instant::now();
     let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
     for batch in &batches {
-        let answer: Value = client
-            .post(format!("{}/v1/events", server.url))
-            .json(batch)
-            .send()
-            .expect("posted")
-            .json()
-            .expect("json");
-        for result in answer["results"].as_array().expect("results") {
-            *statuses
-                .entry(result["status"].as_str().unwrap_or("?").to_owned())
-                .or_default() += 1;
-        }
+        post(&client, &server, batch, &mut statuses);
     }
     // The generator repeats some events (delivery is at least once): duplicates are answered
     // as such and go no further.
     let accepted = statuses.get("accepted").copied().unwrap_or(0);
     let ingested = started.elapsed();
-    wait_stages_caught_up(
-        &server,
-        &[
-            "ingest",
-            "identity-forward",
-            "identity",
-            "profile",
-            "segments",
-        ],
-        Duration::from_secs(3_600),
-    );
+    wait_stages_caught_up(&server, STAGES, Duration::from_secs(3_600));
     let through = started.elapsed();
     let rejected = statuses.get("rejected").copied().unwrap_or(0);
     assert!(rejected * 100 <= posted, "{statuses:?}");
@@ -240,34 +251,15 @@ fn main() {
             })
             .collect();
         let at = kinfold_core::time::Clock::now_micros(&kinfold_core::time::SystemClock);
-        let answer: Value = client
-            .post(format!("{}/v1/events", server.url))
-            .json(&body)
-            .send()
-            .expect("posted")
-            .json()
-            .expect("json");
+        let answer = post(&client, &server, &Value::Array(body), &mut paced_statuses);
         for result in answer["results"].as_array().expect("results") {
-            *paced_statuses
-                .entry(result["status"].as_str().unwrap_or("?").to_owned())
-                .or_default() += 1;
             if result["status"] == "accepted" {
                 posted_at.insert(result["event_id"].as_str().expect("an id").to_owned(), at);
             }
         }
     }
     let paced_for = paced_from.elapsed();
-    wait_stages_caught_up(
-        &server,
-        &[
-            "ingest",
-            "identity-forward",
-            "identity",
-            "profile",
-            "segments",
-        ],
-        Duration::from_secs(3_600),
-    );
+    wait_stages_caught_up(&server, STAGES, Duration::from_secs(3_600));
     server.stop().expect("stops");
     let mut latencies = latencies(&data, &posted_at);
     latencies.sort_unstable();

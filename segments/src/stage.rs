@@ -499,7 +499,7 @@ impl SegmentStage {
                     }
                     Some((&OUTBOX, _)) => {
                         let item: Pending = serde_json::from_slice(&row.value).map_err(corrupt)?;
-                        pending.push((customer.clone(), item));
+                        pending.push(item);
                     }
                     _ if key == WAKE => {
                         let at = micros_of(&row.value).ok_or_else(|| corrupt("wake row"))?;
@@ -521,53 +521,68 @@ impl SegmentStage {
 
     /// Sends outbox records left by a crash: those not found in their topic since where it
     /// ended before they were written.
-    async fn send_pending(&self, pending: Vec<(String, Pending)>) -> Result<(), SegmentError> {
-        if pending.is_empty() {
-            return Ok(());
+    async fn send_pending(&self, pending: Vec<Pending>) -> Result<(), SegmentError> {
+        // Where to look in each topic partition: from the earliest end any record stored.
+        let mut from: HashMap<(&str, u32), u64> = HashMap::new();
+        for item in &pending {
+            let start = from
+                .entry((&item.topic, item.partition))
+                .or_insert(item.from);
+            *start = (*start).min(item.from);
         }
-        let mut present: HashMap<(String, u32), std::collections::HashSet<uuid::Uuid>> =
+        let mut present: HashMap<(&str, u32), std::collections::HashSet<uuid::Uuid>> =
             HashMap::new();
-        for (_, item) in &pending {
-            let place = (item.topic.clone(), item.partition);
-            if present.contains_key(&place) {
-                continue;
-            }
-            let from = pending
-                .iter()
-                .filter(|(_, other)| other.topic == item.topic && other.partition == item.partition)
-                .map(|(_, other)| other.from)
-                .min()
-                .unwrap_or(item.from);
-            let ids = ids_in(self.log.as_ref(), &item.topic, item.partition, from).await?;
-            present.insert(place, ids);
+        for ((topic, partition), start) in from {
+            let ids = ids_in(self.log.as_ref(), topic, partition, start).await?;
+            present.insert((topic, partition), ids);
         }
-        let mut by_topic: BTreeMap<String, Vec<OutgoingRecord>> = BTreeMap::new();
-        let mut sent: BTreeMap<String, Vec<KvMutation>> = BTreeMap::new();
-        for (customer, item) in pending {
-            let there = present
-                .get(&(item.topic.clone(), item.partition))
-                .is_some_and(|ids| ids.contains(&item.id));
-            if !there {
+        let resent = self
+            .send_and_clear(&pending, |item| {
+                present
+                    .get(&(item.topic.as_str(), item.partition))
+                    .is_some_and(|ids| ids.contains(&item.id))
+            })
+            .await?;
+        if !pending.is_empty() {
+            tracing::info!(resent, "segment outbox records sent after a restart");
+        }
+        Ok(())
+    }
+
+    /// Appends the outbox records of `items` that `sent` does not say are in their topic
+    /// already, then deletes every one of them from its customer's outbox; returns how many
+    /// were appended.
+    async fn send_and_clear(
+        &self,
+        items: &[Pending],
+        sent: impl Fn(&Pending) -> bool,
+    ) -> Result<usize, SegmentError> {
+        let mut by_topic: BTreeMap<&str, Vec<OutgoingRecord>> = BTreeMap::new();
+        let mut cleared: BTreeMap<&str, Vec<KvMutation>> = BTreeMap::new();
+        for item in items {
+            if !sent(item) {
                 by_topic
-                    .entry(item.topic.clone())
+                    .entry(&item.topic)
                     .or_default()
-                    .push(outgoing(&item));
+                    .push(outgoing(item));
             }
-            sent.entry(customer).or_default().push(KvMutation::Delete {
-                clustering_key: outbox_key(&item.id),
-            });
+            cleared
+                .entry(&item.key)
+                .or_default()
+                .push(KvMutation::Delete {
+                    clustering_key: outbox_key(&item.id),
+                });
         }
-        let resent: usize = by_topic.values().map(Vec::len).sum();
+        let appended = by_topic.values().map(Vec::len).sum();
         for (topic, records) in by_topic {
-            self.log.append(&topic, records).await?;
+            self.log.append(topic, records).await?;
         }
-        for (customer, rows) in sent {
+        for (customer, rows) in cleared {
             self.kv
                 .apply(MEMBERS_TABLE, customer.as_bytes(), rows, false)
                 .await?;
         }
-        tracing::info!(resent, "segment outbox records sent after a restart");
-        Ok(())
+        Ok(appended)
     }
 
     /// Evaluates `customer` now, with `cause`, into `effect`.
@@ -709,39 +724,13 @@ impl SegmentStage {
     /// Stores `effect` (durably), then sends its records and empties the outboxes.
     async fn commit(&self, effect: Effect) -> Result<SegmentTally, SegmentError> {
         let count = effect.rows.len();
-        for (at, (customer, rows)) in effect.rows.iter().enumerate() {
+        for (at, (customer, rows)) in effect.rows.into_iter().enumerate() {
             // The last write makes every one before it durable too.
             self.kv
-                .apply(
-                    MEMBERS_TABLE,
-                    customer.as_bytes(),
-                    rows.clone(),
-                    at + 1 == count,
-                )
+                .apply(MEMBERS_TABLE, customer.as_bytes(), rows, at + 1 == count)
                 .await?;
         }
-        if effect.pending.is_empty() {
-            return Ok(effect.tally);
-        }
-        let mut by_topic: BTreeMap<&str, Vec<OutgoingRecord>> = BTreeMap::new();
-        let mut sent: BTreeMap<&str, Vec<KvMutation>> = BTreeMap::new();
-        for item in &effect.pending {
-            by_topic
-                .entry(&item.topic)
-                .or_default()
-                .push(outgoing(item));
-            sent.entry(&item.key).or_default().push(KvMutation::Delete {
-                clustering_key: outbox_key(&item.id),
-            });
-        }
-        for (topic, records) in by_topic {
-            self.log.append(topic, records).await?;
-        }
-        for (customer, rows) in sent {
-            self.kv
-                .apply(MEMBERS_TABLE, customer.as_bytes(), rows, false)
-                .await?;
-        }
+        self.send_and_clear(&effect.pending, |_| false).await?;
         Ok(effect.tally)
     }
 
