@@ -11,6 +11,10 @@
 //! GCJ-02 converted) to a point or to the nearest of the [`Stores`] listed (unknown without a
 //! location, or without any of the stores).
 
+pub mod facts;
+
+pub use facts::{Decided, Facts};
+
 use crate::rule::ast::{Arg, DistanceUnit, Op, Rule, Sign, TimeUnit, Value};
 use chrono::{Datelike, NaiveDate, TimeZone};
 use kinfold_core::CanonicalEvent;

@@ -23,7 +23,7 @@
 //! rows), loaded from the store when the stage starts. One stage holds every customer: the
 //! embedded deployment's, or one consumer of `profiles.changed` on Kafka.
 
-use crate::eval::{Explanation, Population, Stores, Subject, consented, evaluate, explain};
+use crate::eval::{Explanation, Facts, Population, Stores, Subject, consented, evaluate, explain};
 use crate::membership::{Cause, Change, Memberships, Segment, Slot};
 use crate::rule::{self, Rule, RuleError};
 use crate::triggers::{Fired, Firing, Period, Trigger};
@@ -360,6 +360,8 @@ struct Live {
     /// Every customer's values of the `percentile` arguments of every segment and trigger,
     /// and when they were gathered; `None` when no rule ranks customers.
     population: Option<(Arc<Population>, TimestampMicros)>,
+    /// Every customer's profile facts by column, as last evaluated: what previews read.
+    facts: Facts,
 }
 
 impl Live {
@@ -513,7 +515,20 @@ impl SegmentStage {
             }
         }
         self.send_pending(pending).await?;
-        loaded.population = self.gather_population(&loaded.ranked_rules()).await?;
+        // One pass over the stored profiles: every customer's facts, and the population.
+        let mut population = Population::of(&loaded.ranked_rules());
+        let at = self.clock.now_micros();
+        for customer in self.profile_customers().await? {
+            let slot = loaded.slot(&customer);
+            let facts = &mut loaded.facts;
+            self.with_subject(&customer, None, |subject| {
+                facts.set(slot, subject);
+                population.add(subject);
+            })
+            .await?;
+        }
+        population.finish();
+        loaded.population = (!population.is_empty()).then(|| (Arc::new(population), at));
         loaded.loaded = true;
         *live = loaded;
         Ok(())
@@ -600,6 +615,7 @@ impl SegmentStage {
         let wake_before = live.memberships.wake_at(slot);
         let (changes, firings) = if stored.redirect.is_some() || stored.erased {
             // Merged away or erased: in no segment any more.
+            live.facts.clear(slot);
             (live.memberships.forget(slot, now, cause), Vec::new())
         } else {
             let profile = stored.state.profile(&self.rules, now);
@@ -612,6 +628,11 @@ impl SegmentStage {
                 population: population.as_deref(),
                 stores: Some(&self.stores),
             };
+            if stored.journal.is_empty() {
+                live.facts.clear(slot);
+            } else {
+                live.facts.set(slot, &subject);
+            }
             let changes = live.memberships.evaluate(slot, &subject, cause);
             let fired = live.fired.entry(slot).or_default();
             let mut firings: Vec<Firing> = Vec::new();
@@ -1085,36 +1106,59 @@ impl SegmentStage {
     }
 
     /// How many customers with a profile the rule (with its consent purpose) holds for now, of
-    /// how many, and the first `sample` of them by id: a full pass over the stored profiles,
-    /// changing nothing.
+    /// how many, and a sample of `sample` of them (sorted by id), changing nothing. Decided over the facts table; customers it
+    /// cannot decide (conditions on the journal, the population, locations) are evaluated one
+    /// by one from their stored profiles.
     pub async fn preview(
         &self,
         rule: &Rule,
         purpose: Option<&str>,
         sample: usize,
     ) -> Result<Preview, SegmentError> {
-        // A rule that ranks customers first gathers the population it ranks them among.
-        let population = self.gather_population(rule).await?;
-        let population = population.as_ref().map(|(population, _)| &**population);
-        let mut preview = Preview::default();
-        for customer in self.profile_customers().await? {
-            let holds = self
-                .with_subject(&customer, population, |subject| {
-                    consented(purpose, subject.profile)
-                        && evaluate(rule, subject).holds == Some(true)
-                })
-                .await?;
-            let Some(holds) = holds else {
-                continue;
+        let (decided, open) = {
+            let mut live = self.live.lock().await;
+            self.load(&mut live).await?;
+            let decided = live.facts.decide(rule, purpose, self.clock.now_micros());
+            let mut preview = Preview {
+                customers: decided.customers,
+                members: decided.members.count_ones(..) as u64,
+                sample: Vec::new(),
             };
-            preview.customers += 1;
-            if holds {
-                preview.members += 1;
-                if preview.sample.len() < sample {
-                    preview.sample.push(customer);
+            preview.sample.extend(
+                decided
+                    .members
+                    .ones()
+                    .take(sample)
+                    .map(|slot| live.customers[slot].clone()),
+            );
+            let open: Vec<String> = decided
+                .open
+                .ones()
+                .map(|slot| live.customers[slot].clone())
+                .collect();
+            (preview, open)
+        };
+        let mut preview = decided;
+        if !open.is_empty() {
+            // A rule that ranks customers first gathers the population it ranks them among.
+            let population = self.gather_population(rule).await?;
+            let population = population.as_ref().map(|(population, _)| &**population);
+            for customer in open {
+                let holds = self
+                    .with_subject(&customer, population, |subject| {
+                        consented(purpose, subject.profile)
+                            && evaluate(rule, subject).holds == Some(true)
+                    })
+                    .await?;
+                if holds == Some(true) {
+                    preview.members += 1;
+                    if preview.sample.len() < sample {
+                        preview.sample.push(customer);
+                    }
                 }
             }
         }
+        preview.sample.sort_unstable();
         Ok(preview)
     }
 
