@@ -621,7 +621,7 @@ fn assert_membership_follows_the_facts(
         let preview = grpc_calls(
             server,
             &serde_json::json!([{"call": "kinfold.v1.SegmentService/PreviewSegment",
-                                 "request": {"rule": rule}}]),
+                                 "request": {"rule": rule, "from_stored_profiles": true}}]),
         )
         .remove(0);
         assert_eq!(preview["code"], "OK", "{preview}");

@@ -184,6 +184,13 @@ fn segments_over_grpc(log: &TestLog) {
     );
     assert_eq!(count(&preview["customers"]), 3, "{preview}");
     assert_eq!(count(&preview["members"]), 2, "{preview}");
+    // The same, decided one stored profile at a time instead of by the facts table.
+    let from_store = segments(
+        &server,
+        "PreviewSegment",
+        json!({"rule": "not (orders >= 1)", "sample_size": 10, "from_stored_profiles": true}),
+    );
+    assert_eq!(from_store, preview);
     let listed = segments(&server, "ListSegments", json!({}));
     assert_eq!(listed["segments"].as_array().expect("segments").len(), 1);
 

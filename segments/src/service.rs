@@ -314,11 +314,17 @@ impl pb::segment_service_server::SegmentService for SegmentService {
         } else {
             request.sample_size
         };
-        let preview = self
-            .stage
-            .preview(&rule, purpose(&request.purpose).as_deref(), sample as usize)
-            .await
-            .map_err(|error| internal(&error))?;
+        let purpose = purpose(&request.purpose);
+        let preview = if request.from_stored_profiles {
+            self.stage
+                .preview_from_store(&rule, purpose.as_deref(), sample as usize)
+                .await
+        } else {
+            self.stage
+                .preview(&rule, purpose.as_deref(), sample as usize)
+                .await
+        }
+        .map_err(|error| internal(&error))?;
         Ok(Response::new(pb::PreviewSegmentResponse {
             members: preview.members,
             customers: preview.customers,

@@ -1139,27 +1139,66 @@ impl SegmentStage {
             (preview, open)
         };
         let mut preview = decided;
-        if !open.is_empty() {
-            // A rule that ranks customers first gathers the population it ranks them among.
-            let population = self.gather_population(rule).await?;
-            let population = population.as_ref().map(|(population, _)| &**population);
-            for customer in open {
-                let holds = self
-                    .with_subject(&customer, population, |subject| {
-                        consented(purpose, subject.profile)
-                            && evaluate(rule, subject).holds == Some(true)
-                    })
-                    .await?;
-                if holds == Some(true) {
-                    preview.members += 1;
-                    if preview.sample.len() < sample {
-                        preview.sample.push(customer);
-                    }
+        self.evaluate_stored(open, rule, purpose, sample, &mut preview, false)
+            .await?;
+        preview.sample.sort_unstable();
+        Ok(preview)
+    }
+
+    /// [`Self::preview`] by evaluating every stored profile one by one, with no use of the
+    /// facts table: a full pass over the store, for checking the live answers.
+    pub async fn preview_from_store(
+        &self,
+        rule: &Rule,
+        purpose: Option<&str>,
+        sample: usize,
+    ) -> Result<Preview, SegmentError> {
+        let mut preview = Preview::default();
+        let customers = self.profile_customers().await?;
+        self.evaluate_stored(customers, rule, purpose, sample, &mut preview, true)
+            .await?;
+        preview.sample.sort_unstable();
+        Ok(preview)
+    }
+
+    /// Evaluates `rule` for each of `customers` from their stored profiles into `preview`
+    /// (counting them among its customers if `count_customers`).
+    async fn evaluate_stored(
+        &self,
+        customers: Vec<String>,
+        rule: &Rule,
+        purpose: Option<&str>,
+        sample: usize,
+        preview: &mut Preview,
+        count_customers: bool,
+    ) -> Result<(), SegmentError> {
+        if customers.is_empty() {
+            return Ok(());
+        }
+        // A rule that ranks customers first gathers the population it ranks them among.
+        let population = self.gather_population(rule).await?;
+        let population = population.as_ref().map(|(population, _)| &**population);
+        for customer in customers {
+            let holds = self
+                .with_subject(&customer, population, |subject| {
+                    consented(purpose, subject.profile)
+                        && evaluate(rule, subject).holds == Some(true)
+                })
+                .await?;
+            let Some(holds) = holds else {
+                continue;
+            };
+            if count_customers {
+                preview.customers += 1;
+            }
+            if holds {
+                preview.members += 1;
+                if preview.sample.len() < sample {
+                    preview.sample.push(customer);
                 }
             }
         }
-        preview.sample.sort_unstable();
-        Ok(preview)
+        Ok(())
     }
 
     /// Every customer with rows in the profile store, by id.

@@ -172,6 +172,19 @@ fn customer(n: u128) -> CustomerId {
     CustomerId(uuid::Uuid::from_u128(0xc000 + n))
 }
 
+/// The members and customers of a preview of `rule`, which one decided from the stored
+/// profiles one by one must equal.
+async fn preview(stage: &SegmentStage, rule: &str) -> (u64, u64) {
+    let rule = kinfold_segments::rule::parse(rule).expect("parses");
+    let preview = stage.preview(&rule, None, 10).await.expect("preview");
+    let from_store = stage
+        .preview_from_store(&rule, None, 10)
+        .await
+        .expect("preview");
+    assert_eq!(preview, from_store);
+    (preview.members, preview.customers)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dormant_follows_purchases_and_the_passing_days_across_a_restart() {
     let t0 = START + 150 * DAY_MICROS;
@@ -204,6 +217,11 @@ async fn dormant_follows_purchases_and_the_passing_days_across_a_restart() {
         .deliver(&stage, alice, &[sale(2, bought, "a", "tea", "s1", 700)])
         .await;
     assert_eq!(stage.count("dormant").await.expect("count"), Some(0));
+    // A preview reads her facts as the stage last evaluated them.
+    assert_eq!(
+        preview(&stage, "orders >= 2 and net_spend = 12").await,
+        (1, 1)
+    );
     let wake = stage
         .wake_at(&alice.to_string())
         .await
@@ -225,6 +243,15 @@ async fn dormant_follows_purchases_and_the_passing_days_across_a_restart() {
         Some(wake),
         "the timer survives the restart"
     );
+    // Her facts are read back from the store on start.
+    assert_eq!(
+        preview(&stage, "orders >= 2 and net_spend = 12").await,
+        (1, 1)
+    );
+    assert_eq!(
+        preview(&stage, "last_purchase_at < now - 89d").await,
+        (0, 1)
+    );
 
     // The 90th quiet day is over: the timer wakes her, no event arriving, and she is dormant.
     fixture.clock.set(wake);
@@ -241,6 +268,11 @@ async fn dormant_follows_purchases_and_the_passing_days_across_a_restart() {
             (false, "event".to_owned()),
             (true, "timer".to_owned())
         ]
+    );
+
+    assert_eq!(
+        preview(&stage, "orders >= 1 and last_purchase_at < now - 90d").await,
+        (1, 1)
     );
 
     // Once more after another restart: membership as it was, and nothing sent again.
