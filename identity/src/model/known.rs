@@ -6,9 +6,10 @@
 //! allocation. Resolving an event costs one hash and one probe per identifier, and linking or
 //! moving an identifier it already found costs no second look-up.
 
+use super::seen::spread;
 use kinfold_core::Identifier;
 use smallvec::SmallVec;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 /// An identifier as one run of bytes: its kind, its issuer's length, its issuer, its value.
@@ -40,9 +41,6 @@ fn is_key_of(key: &[u8], identifier: &Identifier) -> bool {
 
 #[derive(Debug, Clone)]
 struct Known {
-    /// Its hash, kept so that growing the table and probing past other identifiers never
-    /// reads the key.
-    hash: u64,
     key: Key,
     identifier: Arc<Identifier>,
     /// The holder's place among the graph's customers, or [`NOBODY`].
@@ -56,23 +54,30 @@ pub(super) const NOBODY: u32 = u32::MAX;
 /// random) order never shows.
 #[derive(Debug, Clone, Default)]
 pub(super) struct KnownIdentifiers {
-    table: hashbrown::HashTable<u32>,
+    /// (where the identifier is in `known`, the low half of its hash): probing past other
+    /// identifiers and growing the table read no entry.
+    table: hashbrown::HashTable<(u32, u32)>,
     known: Vec<Known>,
     hasher: foldhash::fast::RandomState,
 }
 
 impl KnownIdentifiers {
-    fn hash(&self, identifier: &Identifier) -> u64 {
-        self.hasher.hash_one(identifier)
+    /// The low half of the identifier's hash: its kind and issuer's length in one word, then
+    /// its issuer and value (three writes, where the derived hash makes five).
+    fn hash(&self, identifier: &Identifier) -> u32 {
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write_u64(identifier.kind as u64 | (identifier.issuer.len() as u64) << 8);
+        hasher.write(identifier.issuer.as_bytes());
+        hasher.write(identifier.value.as_bytes());
+        hasher.finish() as u32
     }
 
-    fn find_hashed(&self, hash: u64, identifier: &Identifier) -> Option<u32> {
+    fn find_hashed(&self, half: u32, identifier: &Identifier) -> Option<u32> {
         self.table
-            .find(hash, |&at| {
-                let known = &self.known[at as usize];
-                known.hash == hash && is_key_of(&known.key, identifier)
+            .find(spread(half), |&(at, other)| {
+                other == half && is_key_of(&self.known[at as usize].key, identifier)
             })
-            .copied()
+            .map(|&(at, _)| at)
     }
 
     /// Where `identifier` is, if known.
@@ -87,20 +92,18 @@ impl KnownIdentifiers {
         identifier: &Identifier,
         share: impl FnOnce() -> Arc<Identifier>,
     ) -> u32 {
-        let hash = self.hash(identifier);
-        if let Some(at) = self.find_hashed(hash, identifier) {
+        let half = self.hash(identifier);
+        if let Some(at) = self.find_hashed(half, identifier) {
             return at;
         }
         let at = u32::try_from(self.known.len()).expect("fewer than 2^32 identifiers");
         self.known.push(Known {
-            hash,
             key: key(identifier),
             identifier: share(),
             holder: NOBODY,
         });
-        let known = &self.known;
         self.table
-            .insert_unique(hash, at, |&other| known[other as usize].hash);
+            .insert_unique(spread(half), (at, half), |&(_, other)| spread(other));
         at
     }
 

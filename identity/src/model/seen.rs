@@ -6,8 +6,9 @@ use kinfold_core::EventId;
 use std::hash::BuildHasher;
 
 /// Spreads the kept half of a hash over 64 bits again (hashbrown takes its buckets from the
-/// low bits and its tags from the high ones), so that growing the table needs no event.
-fn spread(half: u32) -> u64 {
+/// low bits and its tags from the high ones), so that growing a table needs none of its
+/// entries' keys.
+pub(super) fn spread(half: u32) -> u64 {
     u64::from(half).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
