@@ -16,6 +16,12 @@ mod telemetry;
 
 use clap::Parser;
 
+/// mimalloc: the stages allocate and free many small strings and buffers per event (decoded
+/// records, journal rows), where glibc's allocator spent about a fifth of the server's time
+/// merging and splitting chunks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
