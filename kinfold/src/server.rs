@@ -13,6 +13,7 @@ use kinfold_identity::service::IdentityService;
 use kinfold_identity::stage::{ForwardProcessor, IdentityTopics, ResolveProcessor};
 use kinfold_ingest::stage::IngestProcessor;
 use kinfold_profile::ProfileRules;
+use kinfold_profile::cache::CustomerCache;
 use kinfold_profile::service::ProfileService;
 use kinfold_profile::stage::ProfileProcessor;
 use kinfold_segments::eval::Stores;
@@ -206,9 +207,24 @@ fn profile_rules(path: &str) -> anyhow::Result<ProfileRules> {
 /// The profile stage's consumer group.
 const PROFILE_GROUP: &str = "kinfold-profile";
 
+/// The customers the profile stage writes, kept for the stages of this process: only on the
+/// embedded log, where this process is the one writer of every customer (see
+/// [`CustomerCache`]).
+fn customer_cache(app: &App) -> Option<CustomerCache> {
+    let embedded_log = app
+        .config
+        .storage
+        .log
+        .as_deref()
+        .is_none_or(|log| log.starts_with("embedded://"));
+    let events = app.config.profile.cache_events;
+    (embedded_log && events > 0).then(|| CustomerCache::new(events))
+}
+
 /// Starts the profile stage over `events.resolved`.
 async fn start_profile(
     app: &App,
+    cache: Option<CustomerCache>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(RunningStage, tokio::task::JoinHandle<()>)> {
     let topics = IdentityTopics::default();
@@ -227,15 +243,17 @@ async fn start_profile(
         .context("profiles.changed")?;
     let mut config = StageConfig::new("profile");
     config.max_in_flight = kinfold_profile::stage::MAX_IN_FLIGHT;
-    let processor = Arc::new(
-        ProfileProcessor::new(
-            app.backends.log.clone(),
-            app.backends.kv.clone(),
-            app.registry.clone(),
-            topics.resolved.clone(),
-        )
-        .with_notices(segment_topics.changed),
-    );
+    let mut processor = ProfileProcessor::new(
+        app.backends.log.clone(),
+        app.backends.kv.clone(),
+        app.registry.clone(),
+        topics.resolved.clone(),
+    )
+    .with_notices(segment_topics.changed);
+    if let Some(cache) = cache {
+        processor = processor.with_cache(cache);
+    }
+    let processor = Arc::new(processor);
     Ok(supervise(
         "profile",
         app.backends.log.clone(),
@@ -262,6 +280,7 @@ type SegmentsStage = (
 
 async fn start_segments(
     app: &App,
+    cache: Option<CustomerCache>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SegmentsStage> {
     let topics = SegmentTopics::default();
@@ -278,17 +297,19 @@ async fn start_segments(
         Stores::from_toml(&text)
             .map_err(|reason| anyhow::anyhow!("{path} is not a valid store list: {reason}"))?
     };
-    let stage = Arc::new(
-        SegmentStage::new(
-            app.backends.log.clone(),
-            app.backends.kv.clone(),
-            app.registry.clone(),
-            profile_rules(&app.config.profile.rules)?,
-            Arc::new(SystemClock),
-            topics.clone(),
-        )
-        .with_stores(stores),
-    );
+    let mut stage = SegmentStage::new(
+        app.backends.log.clone(),
+        app.backends.kv.clone(),
+        app.registry.clone(),
+        profile_rules(&app.config.profile.rules)?,
+        Arc::new(SystemClock),
+        topics.clone(),
+    )
+    .with_stores(stores);
+    if let Some(cache) = cache {
+        stage = stage.with_cache(cache);
+    }
+    let stage = Arc::new(stage);
     if !app.config.segments.triggers.is_empty() {
         let path = &app.config.segments.triggers;
         let text = std::fs::read_to_string(path)
@@ -396,8 +417,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         services.identity = Some(service);
     }
+    // Filled by the profile stage only: without it here, the segment stage finds nothing in it.
+    let cache = app
+        .config
+        .serve
+        .runs("profile")?
+        .then(|| customer_cache(&app))
+        .flatten();
     if app.config.serve.runs("profile")? {
-        let (stage, task) = start_profile(&app, shutdown_signal.clone()).await?;
+        let (stage, task) = start_profile(&app, cache.clone(), shutdown_signal.clone()).await?;
         stages.push(stage);
         stage_tasks.push(task);
         services.profile = Some(ProfileService::new(
@@ -410,7 +438,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     if app.config.serve.runs("segments")? {
         let ((stage, task), timers, segments) =
-            start_segments(&app, shutdown_signal.clone()).await?;
+            start_segments(&app, cache.clone(), shutdown_signal.clone()).await?;
         stages.push(stage);
         stage_tasks.push(task);
         stage_tasks.push(timers);

@@ -9,6 +9,7 @@
 //!   merges and splits followed from the markers identity puts there.
 //! - `service`: `kinfold.v1.ProfileService` over gRPC.
 
+pub mod cache;
 pub mod fold;
 pub mod journal;
 pub mod rules;

@@ -21,6 +21,7 @@
 //! does. Appends come first and the journal is idempotent on event id, so a crash in between
 //! repeats them harmlessly.
 
+use crate::cache::CustomerCache;
 use crate::fold::{ProfileState, add_and_fold, fold};
 use crate::journal::{Added, Journal, journal_key};
 use bytes::Bytes;
@@ -113,7 +114,7 @@ pub enum ProfileError {
 }
 
 /// A customer's rows, as loaded.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct StoredCustomer {
     pub journal: Journal,
     /// The journal's frames, by event id (what transfers append).
@@ -305,6 +306,8 @@ pub struct ProfileProcessor {
     topic: String,
     /// Where to say which customers changed (`profiles.changed`), if anywhere.
     notices: Option<String>,
+    /// Customers as last written, if this process is their one writer.
+    cache: Option<CustomerCache>,
 }
 
 /// What `profiles.changed` carries, keyed by the customer: a customer's profile may have
@@ -360,7 +363,15 @@ impl ProfileProcessor {
             registry,
             topic: topic.into(),
             notices: None,
+            cache: None,
         }
+    }
+
+    /// Keeps the customers it writes in `cache`, and takes them from there (see
+    /// [`CustomerCache`]: only where this process is their one writer).
+    pub fn with_cache(mut self, cache: CustomerCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Says which customers changed on `topic` (`profiles.changed`), after each batch.
@@ -573,7 +584,11 @@ impl Processor for ProfileProcessor {
         let mut works = Vec::with_capacity(by_customer.len());
         let mut transfers = Vec::new();
         for (customer, records) in by_customer {
-            let stored = load_customer(self.kv.as_ref(), &self.registry, &customer).await?;
+            let cached = self.cache.as_ref().and_then(|cache| cache.take(&customer));
+            let stored = match cached {
+                Some(stored) => stored,
+                None => load_customer(self.kv.as_ref(), &self.registry, &customer).await?,
+            };
             let taken = stored
                 .positions
                 .get(&partition.partition)
@@ -612,6 +627,7 @@ impl Processor for ProfileProcessor {
                 .await?;
         }
         let mut notices = Vec::with_capacity(works.len());
+        let mut written = Vec::with_capacity(works.len());
         for (at, (customer, mut work)) in works.into_iter().enumerate() {
             // Every customer of the batch, replayed or not: an earlier attempt may have made
             // its rows durable and stopped before saying so.
@@ -629,6 +645,7 @@ impl Processor for ProfileProcessor {
                 partition: None,
             });
             let Some(next) = work.next else {
+                written.push((customer, work.stored));
                 continue;
             };
             if work.touched_state {
@@ -646,6 +663,14 @@ impl Processor for ProfileProcessor {
             self.kv
                 .apply(PROFILES_TABLE, customer.as_bytes(), work.mutations, durable)
                 .await?;
+            work.stored.positions.insert(partition.partition, next);
+            written.push((customer, work.stored));
+        }
+        // Every row is durable now: the cache may hold the customers as written.
+        if let Some(cache) = &self.cache {
+            for (customer, stored) in written {
+                cache.put(customer, stored);
+            }
         }
         if let Some(topic) = &self.notices {
             self.log.append(topic, notices).await?;

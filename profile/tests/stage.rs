@@ -75,9 +75,23 @@ fn two_customers(seed: u64) -> (Vec<CanonicalEvent>, Vec<CanonicalEvent>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journals_follow_duplicates_late_events_merges_splits_and_erasure() {
+    journals_follow_everything(false).await;
+}
+
+/// The same with the customer cache: after every run it holds each customer as stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journals_follow_everything_with_the_customer_cache() {
+    journals_follow_everything(true).await;
+}
+
+async fn journals_follow_everything(cached: bool) {
     let directory = tempfile::tempdir().expect("tempdir");
     let database = EmbeddedDatabase::open(directory.path()).expect("database");
-    let fixture = Fixture::new(&database).await;
+    let fixture = if cached {
+        Fixture::cached(&database).await
+    } else {
+        Fixture::new(&database).await
+    };
     let a = CustomerId(uuid::Uuid::from_u128(0xa));
     let b = CustomerId(uuid::Uuid::from_u128(0xb));
     let (a_events, b_events) = two_customers(7);
@@ -90,6 +104,9 @@ async fn journals_follow_duplicates_late_events_merges_splits_and_erasure() {
     fixture.send(b, &b_events).await;
     let tally = fixture.run("profile").await;
     assert_eq!(tally.duplicates, 3, "{tally:?}");
+    if let Some(cache) = &fixture.cache {
+        assert_eq!(cache.len(), 2, "both customers are held");
+    }
     assert!(tally.late > 0, "{tally:?}");
 
     let a_before = fixture.state(a).await;

@@ -36,7 +36,8 @@ use kinfold_core::ports::{
 use kinfold_core::stage::Processor;
 use kinfold_core::time::{Clock, TimestampMicros};
 use kinfold_profile::ProfileRules;
-use kinfold_profile::stage::{ProfileChanged, ProfileError, load_customer};
+use kinfold_profile::cache::CustomerCache;
+use kinfold_profile::stage::{ProfileChanged, ProfileError, StoredCustomer, load_customer};
 use kinfold_schemas::SchemaRegistry;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -415,6 +416,8 @@ pub struct SegmentStage {
     topics: SegmentTopics,
     /// The stores `distance(store = ...)` measures to.
     stores: Stores,
+    /// Customers as the profile stage of this process last wrote them, if it keeps them.
+    cache: Option<CustomerCache>,
     live: Mutex<Live>,
 }
 
@@ -447,8 +450,26 @@ impl SegmentStage {
             clock,
             topics,
             stores: Stores::default(),
+            cache: None,
             live: Mutex::new(Live::default()),
         }
+    }
+
+    /// Reads customers from `cache` when it holds them (the profile stage of this process
+    /// keeps it), else from the store.
+    pub fn with_cache(mut self, cache: CustomerCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// `customer`'s rows as last written.
+    async fn stored(&self, customer: &str) -> Result<Arc<StoredCustomer>, SegmentError> {
+        if let Some(stored) = self.cache.as_ref().and_then(|cache| cache.get(customer)) {
+            return Ok(stored);
+        }
+        Ok(Arc::new(
+            load_customer(self.kv.as_ref(), &self.registry, customer).await?,
+        ))
     }
 
     /// Measures `distance(store = ...)` to `stores`.
@@ -611,7 +632,7 @@ impl SegmentStage {
     ) -> Result<(), SegmentError> {
         let now = self.clock.now_micros();
         let slot = live.slot(customer);
-        let stored = load_customer(self.kv.as_ref(), &self.registry, customer).await?;
+        let stored = self.stored(customer).await?;
         let wake_before = live.memberships.wake_at(slot);
         let (changes, firings) = if stored.redirect.is_some() || stored.erased {
             // Merged away or erased: in no segment any more.
@@ -1064,7 +1085,7 @@ impl SegmentStage {
         population: Option<&Population>,
         f: impl FnOnce(&Subject<'_>) -> T,
     ) -> Result<Option<T>, SegmentError> {
-        let stored = load_customer(self.kv.as_ref(), &self.registry, customer).await?;
+        let stored = self.stored(customer).await?;
         if stored.redirect.is_some() || stored.erased || stored.journal.is_empty() {
             return Ok(None);
         }

@@ -12,6 +12,7 @@ use kinfold_core::ports::{EventLog, KvStore, OutgoingRecord};
 use kinfold_core::{CanonicalEvent, EventId};
 use kinfold_identity::model::CustomerId;
 use kinfold_identity::records::{ResolvedMarker, resolved_record};
+use kinfold_profile::cache::CustomerCache;
 use kinfold_profile::stage::{MAX_IN_FLIGHT, ProfileProcessor, ProfileTally, load_customer};
 use kinfold_schemas::catalog::CANONICAL_SUBJECT;
 use kinfold_schemas::codec::Codecs;
@@ -276,6 +277,8 @@ pub struct Fixture {
     pub registry: Arc<SchemaRegistry>,
     schema_id: u32,
     codecs: Codecs,
+    /// The customer cache the stage keeps, if it keeps one.
+    pub cache: Option<CustomerCache>,
 }
 
 impl Fixture {
@@ -298,7 +301,16 @@ impl Fixture {
             registry,
             schema_id,
             codecs: Codecs::new(),
+            cache: None,
         }
+    }
+
+    /// The same, the stage keeping its customers in a cache (as `kinfold serve` does on the
+    /// embedded log); [`Self::state`] then checks the cache against the store.
+    pub async fn cached(database: &EmbeddedDatabase) -> Self {
+        let mut fixture = Self::new(database).await;
+        fixture.cache = Some(CustomerCache::new(10_000));
+        fixture
     }
 
     pub fn frame(&self, event: &CanonicalEvent) -> Bytes {
@@ -330,12 +342,15 @@ impl Fixture {
 
     /// Runs the stage (group `group`) until it has taken in everything, transfers included.
     pub async fn run(&self, group: &str) -> ProfileTally {
-        let processor = ProfileProcessor::new(
+        let mut processor = ProfileProcessor::new(
             self.log.clone(),
             self.kv.clone(),
             self.registry.clone(),
             TOPIC,
         );
+        if let Some(cache) = &self.cache {
+            processor = processor.with_cache(cache.clone());
+        }
         kinfold_tests::run_stage_until_caught_up(
             self.log.clone(),
             processor,
@@ -348,9 +363,18 @@ impl Fixture {
         .tally
     }
 
+    /// The customer's rows in the store; the cache, where it holds them, must hold the same.
     pub async fn state(&self, customer: CustomerId) -> kinfold_profile::stage::StoredCustomer {
-        load_customer(self.kv.as_ref(), &self.registry, &customer.to_string())
+        let stored = load_customer(self.kv.as_ref(), &self.registry, &customer.to_string())
             .await
-            .expect("loads")
+            .expect("loads");
+        if let Some(cached) = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.get(&customer.to_string()))
+        {
+            assert_eq!(*cached, stored, "the cache holds {customer} as stored");
+        }
+        stored
     }
 }
