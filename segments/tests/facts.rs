@@ -8,7 +8,8 @@ mod common;
 use common::{ATOMS, START, birthday, member, till, view, with_subject};
 use kinfold_core::CanonicalEvent;
 use kinfold_profile::fold::DAY_MICROS;
-use kinfold_segments::eval::{Facts, consented, evaluate};
+use kinfold_profile::{Journal, Profile, ProfileRules, fold};
+use kinfold_segments::eval::{Facts, Population, Subject, consented, evaluate};
 use kinfold_segments::rule::{Rule, parse};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -45,6 +46,10 @@ const COLUMN_ATOMS: &[&str] = &[
     "tag.vip",
     "orders in [1, 3]",
     "1 < 2",
+    "percentile(net_spend) >= 80",
+    "percentile(orders) < 50",
+    "percentile(views) = 0",
+    "percentile(gross_spend) != 100",
 ];
 
 fn random_rule(rng: &mut StdRng, depth: u32) -> Rule {
@@ -112,6 +117,22 @@ fn random_event(rng: &mut StdRng, id: u128, time: i64) -> CanonicalEvent {
     }
 }
 
+/// A customer with a profile, as of `now`, living in Shanghai.
+fn subject<'a>(
+    (journal, profile): &'a (Journal, Profile),
+    now: i64,
+    population: Option<&'a Population>,
+) -> Subject<'a> {
+    Subject {
+        profile,
+        journal,
+        now,
+        time_zone: chrono_tz::Asia::Shanghai,
+        population,
+        stores: None,
+    }
+}
+
 #[test]
 fn decided_by_column_equals_evaluated_one_by_one() {
     let mut rng = StdRng::seed_from_u64(7);
@@ -143,10 +164,26 @@ fn decided_by_column_equals_evaluated_one_by_one() {
         }
         // Decided later: time-relative conditions are read at the decision's instant.
         let now = clock + rng.random_range(0..30 * DAY_MICROS);
+        // Every customer with a profile as of `now`, for the oracle.
+        let views: Vec<Option<(Journal, Profile)>> = (0..customers)
+            .map(|slot| {
+                present[slot].then(|| {
+                    let journal = Journal::of(journals[slot].iter().cloned());
+                    let profile =
+                        fold(journal.events()).profile(&ProfileRules::default_rules(), now);
+                    (journal, profile)
+                })
+            })
+            .collect();
         for _ in 0..4 {
             let rule = random_rule(&mut rng, 3);
             let purpose = rng.random_bool(0.3).then_some(PURPOSE);
             let decided = facts.decide(&rule, purpose, now);
+            // Percentiles rank among every customer with a profile, gathered one by one.
+            let population = Population::gather(
+                &rule,
+                views.iter().flatten().map(|view| subject(view, now, None)),
+            );
             assert_eq!(
                 decided.customers,
                 present.iter().filter(|p| **p).count() as u64
@@ -155,11 +192,11 @@ fn decided_by_column_equals_evaluated_one_by_one() {
             for slot in 0..customers {
                 let (member, open) = (decided.members.contains(slot), decided.open.contains(slot));
                 assert!(!(member && open), "case {case}: {rule} slot {slot} both");
-                let expected = present[slot]
-                    && with_subject(&journals[slot], now, |subject| {
-                        consented(purpose, subject.profile)
-                            && evaluate(&rule, subject).holds == Some(true)
-                    });
+                let expected = views[slot].as_ref().is_some_and(|view| {
+                    let subject = subject(view, now, Some(&population));
+                    consented(purpose, subject.profile)
+                        && evaluate(&rule, &subject).holds == Some(true)
+                });
                 if open {
                     open_seen += 1;
                 }

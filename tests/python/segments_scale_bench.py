@@ -2,7 +2,8 @@
 the same synthetic profiles, exported to Parquet.
 
 Usage: segments_scale_bench.py CSV PARQUET ROUNDS SAMPLE QUERIES_JSON COLUMNS_JSON
-QUERIES_JSON is a list of {"name": ..., "where": SQL predicate}; COLUMNS_JSON lists each CSV
+QUERIES_JSON is a list of {"name": ..., "where": SQL predicate, where {source} stands for the
+profiles}; COLUMNS_JSON lists each CSV
 column, in order, as [name, SQL type]. The CSV (the profiles as the benchmark wrote them, a header row, empty
 fields for unknown values) is copied to PARQUET once, untimed. Each round then times, for each query, the count of the rows the predicate holds for
 ("count") and that count together with SAMPLE of their customer ids ("preview": the two
@@ -39,7 +40,8 @@ for query in queries:
     out["queries"][query["name"]] = {"count": None, "count_s": [], "preview_s": []}
 for _ in range(rounds):
     for query in queries:
-        where = query["where"]
+        # A predicate may read the profiles again (a rank over all of them) as {source}.
+        where = query["where"].replace("{source}", source)
         entry = out["queries"][query["name"]]
         started = time.perf_counter()
         count = con.execute(f"SELECT count(*) FROM {source} WHERE {where}").fetchone()[0]

@@ -6,9 +6,10 @@
 //! A rule is decided column by column, in the same three-valued logic as [`super::evaluate`]:
 //! each condition yields the rows where it is known to hold and those where it is known not
 //! to; `and`, `or` and `not` combine those sets. Conditions over the named number and instant
-//! facts, `recency_days`, `primary_currency`, traits, consent, follows and tags are decided
-//! here. The others (journal functions, `percentile`, `distance`, birthdays, stores and
-//! channels, `rfm.r`) are left open: a rule with one decides the rows its other conditions
+//! facts, `recency_days`, `primary_currency`, traits, consent, follows, tags and `percentile`
+//! of a number fact (ranked over the column) are decided here. The others (journal
+//! functions, `percentile(..., within = ...)`, `distance`, birthdays, stores and channels,
+//! `rfm.r`) are left open: a rule with one decides the rows its other conditions
 //! settle, and names the rest for evaluating one by one.
 
 use super::{Subject, Val, eval, field, ordering, truth};
@@ -168,6 +169,9 @@ enum Side<'a> {
     Instant(&'a [i64]),
     /// `recency_days`, from `last_purchase_at`.
     Recency(&'a [i64]),
+    /// `percentile(fact)` of a number fact, ranked among every customer with a profile who
+    /// has it.
+    Percentile(&'a [f64]),
     Text(Option<&'a Texts>),
     Flag(Option<&'a FixedBitSet>),
     /// The same for every customer (no fact, no function).
@@ -485,6 +489,16 @@ impl Facts {
         if constant(value) {
             return Side::Constant(self.constant_value(value, now));
         }
+        if let Value::Call { name, args } = value
+            && name == "percentile"
+            && let [argument] = args.as_slice()
+            && argument.name.is_none()
+        {
+            return match self.side(&argument.value, now) {
+                Side::Number(column) => Side::Percentile(column),
+                _ => Side::Open,
+            };
+        }
         let Value::Field(path) = value else {
             return Side::Open;
         };
@@ -531,6 +545,7 @@ impl Facts {
                     .expect("clamped");
                 Some(compare_scan(values, rows, |v| v != UNKNOWN_INSTANT, op, at))
             }
+            (Side::Percentile(values), Val::Number(c)) => Some(self.percentile(values, op, *c)),
             (Side::Recency(values), Val::Number(c)) => {
                 let days = |last: i64| (now.saturating_sub(last).max(0) / DAY_MICROS) as f64;
                 let c = *c;
@@ -553,6 +568,49 @@ impl Facts {
             }
             _ => None,
         }
+    }
+
+    /// `percentile(values) op c` for every row with a value, ranked as [`super::Population`]
+    /// ranks: the share of the others' values below it, 0 to 100. The percentile only grows
+    /// with the value, so the ranks where the comparison holds are one run (or, for `!=`,
+    /// all but one run), and a row's answer is two comparisons of its value with the sorted
+    /// values at the run's ends.
+    fn percentile(&self, values: &[f64], op: Op, c: f64) -> Known {
+        let mut sorted: Vec<f64> = values
+            .iter()
+            .enumerate()
+            .filter(|(row, value)| self.present.contains(*row) && !value.is_nan())
+            .map(|(_, value)| *value)
+            .collect();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let rank = |below: usize| {
+            if n <= 1 {
+                0.0
+            } else {
+                100.0 * below as f64 / (n - 1) as f64
+            }
+        };
+        // Where `rank op c` holds, among the ranks 0..=n; for `!=`, where `=` does, then flipped.
+        let (test, flip) = match op {
+            Op::Ne => (Op::Eq, true),
+            op => (op, false),
+        };
+        let holds = |below: usize| {
+            rank(below)
+                .partial_cmp(&c)
+                .is_some_and(|o| ordering(test, o))
+        };
+        let start = (0..=n).find(|&below| holds(below)).unwrap_or(n + 1);
+        let end = (start..=n).find(|&below| !holds(below)).unwrap_or(n + 1);
+        // A value has `below` others under it at least k exactly when it is above the k-th.
+        let at_least = |value: f64, k: usize| k == 0 || (k <= n && value > sorted[k - 1]);
+        scan(
+            values,
+            self.rows,
+            |v: f64| !v.is_nan(),
+            |v| (start <= n && at_least(v, start) && !at_least(v, end)) != flip,
+        )
     }
 
     /// Rows whose text is known, and whether `test` holds of it.
