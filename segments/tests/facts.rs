@@ -189,10 +189,10 @@ fn decided_by_column_equals_evaluated_one_by_one() {
                 present.iter().filter(|p| **p).count() as u64
             );
             let mut got = Vec::new();
-            for slot in 0..customers {
+            for (slot, view) in views.iter().enumerate() {
                 let (member, open) = (decided.members.contains(slot), decided.open.contains(slot));
                 assert!(!(member && open), "case {case}: {rule} slot {slot} both");
-                let expected = views[slot].as_ref().is_some_and(|view| {
+                let expected = view.as_ref().is_some_and(|view| {
                     let subject = subject(view, now, Some(&population));
                     consented(purpose, subject.profile)
                         && evaluate(&rule, &subject).holds == Some(true)
