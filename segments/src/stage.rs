@@ -537,19 +537,15 @@ impl SegmentStage {
         }
         self.send_pending(pending).await?;
         // One pass over the stored profiles: every customer's facts, and the population.
-        let mut population = Population::of(&loaded.ranked_rules());
-        let at = self.clock.now_micros();
-        for customer in self.profile_customers().await? {
-            let slot = loaded.slot(&customer);
-            let facts = &mut loaded.facts;
-            self.with_subject(&customer, None, |subject| {
-                facts.set(slot, subject);
-                population.add(subject);
+        let rules = loaded.ranked_rules();
+        let mut facts = Facts::new();
+        let population = self
+            .pass_over_profiles(&rules, |customer, subject| {
+                facts.set(loaded.slot(customer), subject);
             })
             .await?;
-        }
-        population.finish();
-        loaded.population = (!population.is_empty()).then(|| (Arc::new(population), at));
+        loaded.population = population;
+        loaded.facts = facts;
         loaded.loaded = true;
         *live = loaded;
         Ok(())
@@ -1127,16 +1123,16 @@ impl SegmentStage {
     }
 
     /// How many customers with a profile the rule (with its consent purpose) holds for now, of
-    /// how many, and a sample of `sample` of them (sorted by id), changing nothing. Decided over the facts table; customers it
-    /// cannot decide (conditions on the journal, the population, locations) are evaluated one
-    /// by one from their stored profiles.
+    /// how many, and a sample of `sample` of them (sorted by id), changing nothing. Decided
+    /// over the facts table; customers it cannot decide (conditions on the journal, locations,
+    /// birthdays) are evaluated one by one from their stored profiles.
     pub async fn preview(
         &self,
         rule: &Rule,
         purpose: Option<&str>,
         sample: usize,
     ) -> Result<Preview, SegmentError> {
-        let (decided, open) = {
+        let (mut preview, open) = {
             let mut live = self.live.lock().await;
             self.load(&mut live).await?;
             let decided = live.facts.decide(rule, purpose, self.clock.now_micros());
@@ -1159,7 +1155,6 @@ impl SegmentStage {
                 .collect();
             (preview, open)
         };
-        let mut preview = decided;
         self.evaluate_stored(open, rule, purpose, sample, &mut preview, false)
             .await?;
         preview.sample.sort_unstable();
@@ -1241,17 +1236,30 @@ impl SegmentStage {
         &self,
         rule: &Rule,
     ) -> Result<Option<(Arc<Population>, TimestampMicros)>, SegmentError> {
-        let mut population = Population::of(rule);
-        if population.is_empty() {
+        if Population::of(rule).is_empty() {
             return Ok(None);
         }
+        self.pass_over_profiles(rule, |_, _| {}).await
+    }
+
+    /// Gives `each` every stored profile as a subject now, and gathers the population of
+    /// `rule`'s percentiles over them; `None` if it has none.
+    async fn pass_over_profiles(
+        &self,
+        rule: &Rule,
+        mut each: impl FnMut(&str, &Subject<'_>),
+    ) -> Result<Option<(Arc<Population>, TimestampMicros)>, SegmentError> {
+        let mut population = Population::of(rule);
         let at = self.clock.now_micros();
         for customer in self.profile_customers().await? {
-            self.with_subject(&customer, None, |subject| population.add(subject))
-                .await?;
+            self.with_subject(&customer, None, |subject| {
+                each(&customer, subject);
+                population.add(subject);
+            })
+            .await?;
         }
         population.finish();
-        Ok(Some((Arc::new(population), at)))
+        Ok((!population.is_empty()).then(|| (Arc::new(population), at)))
     }
 
     /// Gathers the population again and evaluates every customer under it (cause: refresh),
