@@ -29,8 +29,8 @@
 //! come back because they derive from first-seen events.
 
 use super::known::{KnownIdentifiers, NOBODY};
+use super::places::Places;
 use super::rules::{Rules, RulesFile};
-use super::seen::SeenEvents;
 use kinfold_core::{EventId, Identifier};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -263,7 +263,12 @@ type Usable<'a> = (&'a Identifier, u32, Option<u32>);
 /// came.
 #[derive(Debug, Clone)]
 enum Recorded {
-    Observe { event_id: EventId, known: Located },
+    /// An event, with the place of the customer it resolved to then ([`NOBODY`]: none).
+    Observe {
+        event_id: EventId,
+        customer: u32,
+        known: Located,
+    },
     Decision(Box<Input>),
 }
 
@@ -275,25 +280,26 @@ pub struct IdentityGraph {
     /// erased). The hot path goes by place, with no hashing of customer ids; customers are
     /// sorted by id wherever they show.
     customers: Vec<Option<Customer>>,
-    /// The place of each live customer.
-    places: HashMap<CustomerId, u32>,
+    /// The place of every customer ever made (live or not: see `customers`), by its id in
+    /// `ids`.
+    places: Places<CustomerId>,
     /// The id of every customer ever made, by place.
     ids: Vec<CustomerId>,
+    /// How many customers are live.
+    live: usize,
     /// Every identifier known and who holds it.
     known: KnownIdentifiers,
     review: BTreeMap<u64, ReviewItem>,
     next_review: u64,
+    /// Every input: events (each once) and decisions.
     inputs: Vec<Recorded>,
     /// The customers each live customer absorbed, directly or not.
     lineage: HashMap<CustomerId, BTreeSet<CustomerId>>,
     absorbed_into: HashMap<CustomerId, CustomerId>,
     erased: HashSet<CustomerId>,
     apart: Vec<Apart>,
-    /// Every event observed and the place of the customer it resolved to then ([`NOBODY`]:
-    /// none).
-    events: Vec<(EventId, u32)>,
-    /// Where each event is in `events`: an event delivered again changes nothing.
-    seen: SeenEvents,
+    /// Where each event is among the inputs: an event delivered again changes nothing.
+    seen: Places<EventId>,
 }
 
 impl IdentityGraph {
@@ -302,8 +308,9 @@ impl IdentityGraph {
         Self {
             rules,
             customers: Vec::new(),
-            places: HashMap::new(),
+            places: Places::default(),
             ids: Vec::new(),
+            live: 0,
             known: KnownIdentifiers::default(),
             review: BTreeMap::new(),
             next_review: 1,
@@ -312,8 +319,7 @@ impl IdentityGraph {
             absorbed_into: HashMap::new(),
             erased: HashSet::new(),
             apart: Vec::new(),
-            events: Vec::new(),
-            seen: SeenEvents::default(),
+            seen: Places::default(),
         }
     }
 
@@ -399,7 +405,9 @@ impl IdentityGraph {
         self.inputs[start.min(self.inputs.len())..]
             .iter()
             .map(|recorded| match recorded {
-                Recorded::Observe { event_id, known } => Input::Observe {
+                Recorded::Observe {
+                    event_id, known, ..
+                } => Input::Observe {
                     event_id: *event_id,
                     identifiers: known
                         .iter()
@@ -443,9 +451,14 @@ impl IdentityGraph {
 
     /// Every event observed, with the customer it belongs to now.
     pub fn event_customers(&self) -> Vec<(EventId, Option<CustomerId>)> {
-        self.events
+        self.inputs
             .iter()
-            .map(|&(event, place)| (event, self.now_of(place)))
+            .filter_map(|recorded| match *recorded {
+                Recorded::Observe {
+                    event_id, customer, ..
+                } => Some((event_id, self.now_of(customer))),
+                Recorded::Decision(_) => None,
+            })
             .collect()
     }
 
@@ -462,7 +475,7 @@ impl IdentityGraph {
 
     /// How many customers there are.
     pub fn customer_count(&self) -> usize {
-        self.places.len()
+        self.live
     }
 
     pub fn customer(&self, id: &CustomerId) -> Option<&Customer> {
@@ -471,7 +484,10 @@ impl IdentityGraph {
 
     /// The place of live customer `id`.
     fn place(&self, id: &CustomerId) -> Option<u32> {
-        self.places.get(id).copied()
+        let ids = &self.ids;
+        self.places
+            .find(id, |at| ids[at as usize])
+            .filter(|&place| self.customers[place as usize].is_some())
     }
 
     /// The live customer at `place`.
@@ -537,12 +553,17 @@ impl IdentityGraph {
     /// For an event seen before: where it belongs now, with no change. A new one is marked
     /// seen, at the place in `events` that resolving it takes.
     fn delivered_again(&mut self, event_id: EventId) -> Option<Resolution> {
-        let events = &self.events;
-        let index = self
-            .seen
-            .first_sight(&event_id, events.len(), |at| events[at as usize].0)?;
+        let inputs = &self.inputs;
+        let event_at = |at: u32| match inputs[at as usize] {
+            Recorded::Observe { event_id, .. } => event_id,
+            Recorded::Decision(_) => unreachable!("events are seen at their own inputs"),
+        };
+        let at = self.seen.first_sight(&event_id, inputs.len(), event_at)?;
+        let Recorded::Observe { customer, .. } = self.inputs[at as usize] else {
+            unreachable!("events are seen at their own inputs")
+        };
         Some(Resolution {
-            customer: self.now_of(self.events[index].1),
+            customer: self.now_of(customer),
             blocked: Vec::new(),
             changes: Vec::new(),
         })
@@ -556,8 +577,12 @@ impl IdentityGraph {
         identifiers: &[I],
         known: Located,
     ) -> Resolution {
-        let resolution = self.resolve(event_id, identifiers, &known);
-        self.inputs.push(Recorded::Observe { event_id, known });
+        let (resolution, customer) = self.resolve(event_id, identifiers, &known);
+        self.inputs.push(Recorded::Observe {
+            event_id,
+            customer,
+            known,
+        });
         resolution
     }
 
@@ -620,7 +645,7 @@ impl IdentityGraph {
         restored: CustomerId,
         reason: &str,
     ) -> Result<Vec<Change>, GraphError> {
-        if !self.places.contains_key(&customer) {
+        if self.place(&customer).is_none() {
             return Err(GraphError::UnknownCustomer(customer));
         }
         if !self
@@ -729,7 +754,7 @@ impl IdentityGraph {
                 identifiers,
             } => {
                 // Inputs hold each event once (see `delivered_again`).
-                self.seen.insert(event_id, self.events.len());
+                self.seen.insert(event_id, self.inputs.len());
                 let known = self.locate(identifiers);
                 Ok(self
                     .record_observation(*event_id, identifiers, known)
@@ -829,12 +854,12 @@ impl IdentityGraph {
 
     fn erase_now(&mut self, customer: CustomerId, reason: &str) -> Result<Vec<Change>, GraphError> {
         let place = self
-            .places
-            .remove(&customer)
+            .place(&customer)
             .ok_or(GraphError::UnknownCustomer(customer))?;
         let gone = self.customers[place as usize]
             .take()
             .expect("places are of live customers");
+        self.live -= 1;
         for identifier in &gone.identifiers {
             self.known.hold(identifier, None);
         }
@@ -880,12 +905,14 @@ impl IdentityGraph {
         changes
     }
 
+    /// Resolves an event; returns where it went and the place of its customer ([`NOBODY`]:
+    /// none).
     fn resolve<I: Borrow<Identifier>>(
         &mut self,
         event_id: EventId,
         identifiers: &[I],
         known: &[u32],
-    ) -> Resolution {
+    ) -> (Resolution, u32) {
         let cause = Cause::Event { event_id };
         // Most events change nothing: no allocation for them.
         let mut changes = Vec::new();
@@ -909,12 +936,12 @@ impl IdentityGraph {
             });
         }
         if usable.is_empty() {
-            self.events.push((event_id, NOBODY));
-            return Resolution {
+            let resolution = Resolution {
                 customer: None,
                 blocked,
                 changes,
             };
+            return (resolution, NOBODY);
         }
 
         // By place: the order of creation, which decides the survivor.
@@ -999,20 +1026,24 @@ impl IdentityGraph {
                 ),
             }
         }
-        self.events.push((event_id, target));
-        Resolution {
+        let resolution = Resolution {
             customer: Some(self.ids[target as usize]),
             blocked,
             changes,
-        }
+        };
+        (resolution, target)
     }
 
     /// Makes customer `id`; returns its place.
     fn create(&mut self, id: CustomerId, cause: &Cause, changes: &mut Vec<Change>) -> u32 {
         let place = u32::try_from(self.customers.len()).expect("fewer than 2^32 customers");
-        let previous = self.places.insert(id, place);
-        debug_assert!(previous.is_none(), "customer ids are unique");
+        debug_assert!(
+            self.places.find(&id, |at| self.ids[at as usize]).is_none(),
+            "customer ids are unique"
+        );
+        self.places.insert(&id, place as usize);
         self.ids.push(id);
+        self.live += 1;
         self.customers.push(Some(Customer {
             id,
             created: u64::from(place),
@@ -1046,7 +1077,7 @@ impl IdentityGraph {
         let Some(gone) = self.customers[absorbed as usize].take() else {
             return;
         };
-        self.places.remove(&gone.id);
+        self.live -= 1;
         let survivor_id = self.at(survivor).id;
         let mut inherited = self.lineage.remove(&gone.id).unwrap_or_default();
         inherited.insert(gone.id);

@@ -6,7 +6,7 @@
 //! allocation. Resolving an event costs one hash and one probe per identifier, and linking or
 //! moving an identifier it already found costs no second look-up.
 
-use super::seen::spread;
+use super::places::spread;
 use kinfold_core::Identifier;
 use smallvec::SmallVec;
 use std::hash::{BuildHasher, Hasher};

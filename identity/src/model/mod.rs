@@ -2,9 +2,9 @@
 
 pub mod graph;
 mod known;
+mod places;
 pub mod preview;
 pub mod rules;
-mod seen;
 
 pub use graph::{
     Cause, Change, Customer, CustomerId, EventIdentifiers, GraphError, IdentityGraph, Input,
