@@ -28,6 +28,7 @@
 //! [`Input::Split`]), so every event lands where it would have without the merge, and the ids
 //! come back because they derive from first-seen events.
 
+use super::chunked::Chunked;
 use super::known::{KnownIdentifiers, NOBODY};
 use super::places::Places;
 use super::rules::{Rules, RulesFile};
@@ -279,7 +280,7 @@ pub struct IdentityGraph {
     /// Every customer ever made, at its place: the order of creation (`None` once absorbed or
     /// erased). The hot path goes by place, with no hashing of customer ids; customers are
     /// sorted by id wherever they show.
-    customers: Vec<Option<Customer>>,
+    customers: Chunked<Option<Customer>>,
     /// The place of every customer ever made (live or not: see `customers`), by its id in
     /// `ids`.
     places: Places<CustomerId>,
@@ -292,7 +293,7 @@ pub struct IdentityGraph {
     review: BTreeMap<u64, ReviewItem>,
     next_review: u64,
     /// Every input: events (each once) and decisions.
-    inputs: Vec<Recorded>,
+    inputs: Chunked<Recorded>,
     /// The customers each live customer absorbed, directly or not.
     lineage: HashMap<CustomerId, BTreeSet<CustomerId>>,
     absorbed_into: HashMap<CustomerId, CustomerId>,
@@ -307,14 +308,14 @@ impl IdentityGraph {
     pub fn new(rules: Rules) -> Self {
         Self {
             rules,
-            customers: Vec::new(),
+            customers: Chunked::default(),
             places: Places::default(),
             ids: Vec::new(),
             live: 0,
             known: KnownIdentifiers::default(),
             review: BTreeMap::new(),
             next_review: 1,
-            inputs: Vec::new(),
+            inputs: Chunked::default(),
             lineage: HashMap::new(),
             absorbed_into: HashMap::new(),
             erased: HashSet::new(),
@@ -402,20 +403,18 @@ impl IdentityGraph {
 
     /// The inputs from number `start` on.
     pub fn inputs_since(&self, start: usize) -> impl Iterator<Item = Input> + '_ {
-        self.inputs[start.min(self.inputs.len())..]
-            .iter()
-            .map(|recorded| match recorded {
-                Recorded::Observe {
-                    event_id, known, ..
-                } => Input::Observe {
-                    event_id: *event_id,
-                    identifiers: known
-                        .iter()
-                        .map(|at| self.known.identifier(*at).clone())
-                        .collect(),
-                },
-                Recorded::Decision(input) => (**input).clone(),
-            })
+        self.inputs.iter_from(start).map(|recorded| match recorded {
+            Recorded::Observe {
+                event_id, known, ..
+            } => Input::Observe {
+                event_id: *event_id,
+                identifiers: known
+                    .iter()
+                    .map(|at| self.known.identifier(*at).clone())
+                    .collect(),
+            },
+            Recorded::Decision(input) => (**input).clone(),
+        })
     }
 
     /// How many inputs there are.

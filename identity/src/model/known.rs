@@ -6,6 +6,7 @@
 //! allocation. Resolving an event costs one hash and one probe per identifier, and linking or
 //! moving an identifier it already found costs no second look-up.
 
+use super::chunked::Chunked;
 use super::places::spread;
 use kinfold_core::Identifier;
 use smallvec::SmallVec;
@@ -57,7 +58,7 @@ pub(super) struct KnownIdentifiers {
     /// (where the identifier is in `known`, the low half of its hash): probing past other
     /// identifiers and growing the table read no entry.
     table: hashbrown::HashTable<(u32, u32)>,
-    known: Vec<Known>,
+    known: Chunked<Known>,
     hasher: foldhash::fast::RandomState,
 }
 

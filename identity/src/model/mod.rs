@@ -1,5 +1,6 @@
 //! The pure part of identity: rules and graph, no I/O.
 
+mod chunked;
 pub mod graph;
 mod known;
 mod places;
