@@ -54,8 +54,19 @@ const CUSTOMER_NAMESPACE: uuid::Uuid =
 
 impl CustomerId {
     /// The customer first seen in `event`.
+    ///
+    /// A UUID version 5: the SHA-1 of the namespace and the event id, as `Uuid::new_v5` makes
+    /// it, with a SHA-1 that uses the processor's SHA instructions where it has them (one is
+    /// computed for every new customer).
     pub fn first_seen_in(event: &EventId) -> Self {
-        Self(uuid::Uuid::new_v5(&CUSTOMER_NAMESPACE, event.as_bytes()))
+        use sha1::Digest as _;
+        let mut hasher = sha1::Sha1::new();
+        hasher.update(CUSTOMER_NAMESPACE.as_bytes());
+        hasher.update(event.as_bytes());
+        let digest = hasher.finalize();
+        let mut bytes = [0; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(uuid::Builder::from_sha1_bytes(bytes).into_uuid())
     }
 }
 
@@ -1129,5 +1140,26 @@ impl IdentityGraph {
             rule,
             cause: cause.clone(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customer_ids_are_the_uuid_crates_version_5_of_the_first_event() {
+        let mut event = uuid::Uuid::nil();
+        for n in 0..1_000u64 {
+            let expected = uuid::Uuid::new_v5(&CUSTOMER_NAMESPACE, event.as_bytes());
+            let made = CustomerId::first_seen_in(&EventId(event));
+            assert_eq!(made.0, expected, "event {event}");
+            assert_eq!(made.0.get_version_num(), 5);
+            // The next event id: spread over all sixteen bytes.
+            let bytes = u128::from_le_bytes(*event.as_bytes())
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+                .wrapping_add(u128::from(n) + 1);
+            event = uuid::Uuid::from_bytes(bytes.to_le_bytes());
+        }
     }
 }
