@@ -14,9 +14,12 @@
 //!   `UnionFind`, and the event's root found and kept. No rules at all: the floor that any
 //!   resolver with rules pays at least.
 //!
-//! Runs alternate, each round is printed and the median of five is reported
-//! (`KINFOLD_BENCH_QUICK=1`: a smaller stream, three runs). The heap is settled before each
-//! run (see `settle_heap`). Every run checks its output: events resolved and customers made.
+//! Every run is a process of its own (this binary again, with `--side`), which makes the
+//! stream and then times one side on it: what one side's run leaves in the heap (free lists
+//! to merge, memory kept or given back) cannot speed up or slow down the other's. Runs
+//! alternate, each round is printed and the median of five is reported
+//! (`KINFOLD_BENCH_QUICK=1`: a smaller stream, three runs). Every run checks its output:
+//! events resolved and customers made.
 
 use kinfold_benches::{Generator, GeneratorConfig, median, quick};
 use kinfold_core::{EventId, Identifier};
@@ -64,7 +67,6 @@ fn kinfold_run(stream: &Stream) -> (Duration, usize) {
     // The rules are parsed (TOML, patterns compiled) once per process, not per event: outside
     // the timing, as the baseline has none.
     let rules = Rules::default_rules();
-    settle_heap();
     let started = Instant::now();
     let mut graph = IdentityGraph::new(rules);
     let mut resolved = 0usize;
@@ -82,7 +84,6 @@ fn kinfold_run(stream: &Stream) -> (Duration, usize) {
 
 /// Resolves the stream with union-find; returns the time and the sets made.
 fn union_find_run(stream: &Stream) -> (Duration, usize) {
-    settle_heap();
     let started = Instant::now();
     let mut index: HashMap<Identifier, u32> = HashMap::new();
     let mut sets = UnionFind::<u32>::new(stream.links);
@@ -117,21 +118,58 @@ fn union_find_run(stream: &Stream) -> (Duration, usize) {
     (elapsed, distinct.len())
 }
 
-/// After a run's memory is freed, the allocator tidies its free lists (glibc merges them on
-/// the next request of a larger size): make that request before each run, outside the
-/// timings, so that tidying after one run is not charged to the next one, whichever side it
-/// is.
-fn settle_heap() {
-    drop(std::hint::black_box(Vec::<u8>::with_capacity(64 * 1024)));
-}
-
-fn main() {
-    let quick = quick();
-    let (events, customers, reps) = if quick {
+/// The stream's size: (events, population, rounds).
+fn sizes() -> (usize, u32, usize) {
+    if quick() {
         (100_000, 20_000, 3)
     } else {
         (1_000_000, 200_000, 5)
+    }
+}
+
+/// One side's run in a process of its own: prints its time and what it made.
+fn run_side(side: &str) {
+    let (events, customers, _) = sizes();
+    let stream = stream(events, customers);
+    let (elapsed, made) = match side {
+        "kinfold" => kinfold_run(&stream),
+        "baseline" => union_find_run(&stream),
+        other => panic!("no side {other}"),
     };
+    println!("{} {}", elapsed.as_nanos(), made);
+}
+
+/// Runs `side` in a fresh process: its time and what it made.
+fn in_own_process(side: &str) -> (Duration, usize) {
+    let output = std::process::Command::new(std::env::current_exe().expect("this binary"))
+        .args(["--side", side])
+        .output()
+        .expect("the bench runs itself");
+    assert!(
+        output.status.success(),
+        "{side} run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = String::from_utf8(output.stdout).expect("utf-8");
+    let mut fields = line.split_whitespace();
+    let mut next = || {
+        fields
+            .next()
+            .and_then(|field| field.parse::<u64>().ok())
+            .expect("a run prints its time and what it made")
+    };
+    let elapsed = Duration::from_nanos(next());
+    (elapsed, next() as usize)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|arg| arg == "--side") {
+        run_side(&args[at + 1]);
+        return;
+    }
+    let quick = quick();
+    let (events, customers, reps) = sizes();
     let started = Instant::now();
     let stream = stream(events, customers);
     println!(
@@ -148,11 +186,11 @@ fn main() {
     for round in 0..reps {
         // Alternate which goes first, so drift hits both alike.
         let (kinfold, baseline) = if round % 2 == 0 {
-            let kinfold = kinfold_run(&stream);
-            (kinfold, union_find_run(&stream))
+            let kinfold = in_own_process("kinfold");
+            (kinfold, in_own_process("baseline"))
         } else {
-            let baseline = union_find_run(&stream);
-            (kinfold_run(&stream), baseline)
+            let baseline = in_own_process("baseline");
+            (in_own_process("kinfold"), baseline)
         };
         println!(
             "  round {}: kinfold {:.3} s, baseline {:.3} s, ratio {:.2}",
