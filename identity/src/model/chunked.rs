@@ -48,20 +48,6 @@ impl<T> Chunked<T> {
         self.len += 1;
     }
 
-    /// The entries in order, from number `start` on (none if `start` is past the end).
-    pub(super) fn iter_from(&self, start: usize) -> impl Iterator<Item = &T> {
-        let chunk = start / CHUNK;
-        self.chunks
-            .get(chunk..)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-            .flat_map(move |(nth, entries)| {
-                let skip = if nth == 0 { start % CHUNK } else { 0 };
-                entries.get(skip..).unwrap_or_default()
-            })
-    }
-
     pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flatten()
     }
@@ -97,15 +83,6 @@ mod tests {
             assert_eq!(chunked[at], at);
         }
         assert!(chunked.iter().copied().eq(0..total));
-        for start in [0, 5, CHUNK, CHUNK + 1, total - 1, total, total + 3] {
-            assert!(
-                chunked
-                    .iter_from(start)
-                    .copied()
-                    .eq(start.min(total)..total),
-                "from {start}"
-            );
-        }
         chunked[CHUNK + 2] = 0;
         assert_eq!(chunked[CHUNK + 2], 0);
     }

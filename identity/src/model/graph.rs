@@ -29,6 +29,7 @@
 //! come back because they derive from first-seen events.
 
 use super::chunked::Chunked;
+use super::inputs::{Inputs, Recorded};
 use super::known::{KnownIdentifiers, NOBODY};
 use super::places::Places;
 use super::rules::{Rules, RulesFile};
@@ -263,26 +264,9 @@ struct Apart {
 
 const KEPT_APART: &str = "kept apart by a split";
 
-/// Where the graph knows each of an event's identifiers.
-type Located = SmallVec<[u32; 4]>;
-
 /// One of an event's usable identifiers: where the graph knows it, and the place of the customer
 /// that held it as the event arrived.
 type Usable<'a> = (&'a Identifier, u32, Option<u32>);
-
-/// An input as the graph keeps it: an event by where the graph knows its identifiers (so that
-/// recording it touches none of them; it is an [`Input`] again when read), a decision as it
-/// came.
-#[derive(Debug, Clone)]
-enum Recorded {
-    /// An event, with the place of the customer it resolved to then ([`NOBODY`]: none).
-    Observe {
-        event_id: EventId,
-        customer: u32,
-        known: Located,
-    },
-    Decision(Box<Input>),
-}
 
 /// The identity graph.
 #[derive(Debug, Clone)]
@@ -304,7 +288,7 @@ pub struct IdentityGraph {
     review: BTreeMap<u64, ReviewItem>,
     next_review: u64,
     /// Every input: events (each once) and decisions.
-    inputs: Chunked<Recorded>,
+    inputs: Inputs,
     /// The customers each live customer absorbed, directly or not.
     lineage: HashMap<CustomerId, BTreeSet<CustomerId>>,
     absorbed_into: HashMap<CustomerId, CustomerId>,
@@ -326,7 +310,7 @@ impl IdentityGraph {
             known: KnownIdentifiers::default(),
             review: BTreeMap::new(),
             next_review: 1,
-            inputs: Chunked::default(),
+            inputs: Inputs::default(),
             lineage: HashMap::new(),
             absorbed_into: HashMap::new(),
             erased: HashSet::new(),
@@ -365,9 +349,7 @@ impl IdentityGraph {
             // the same, so that the next replay sees the same history.
             let _ = graph.apply(index, input);
             if !matches!(input, Input::Observe { .. }) {
-                graph
-                    .inputs
-                    .push(Recorded::Decision(Box::new(input.clone())));
+                graph.inputs.push_decision(input.clone());
             }
         }
         graph
@@ -414,17 +396,17 @@ impl IdentityGraph {
 
     /// The inputs from number `start` on.
     pub fn inputs_since(&self, start: usize) -> impl Iterator<Item = Input> + '_ {
-        self.inputs.iter_from(start).map(|recorded| match recorded {
+        (start..self.inputs.len()).map(|at| match self.inputs.get(at) {
             Recorded::Observe {
-                event_id, known, ..
+                event_id, located, ..
             } => Input::Observe {
-                event_id: *event_id,
-                identifiers: known
+                event_id,
+                identifiers: located
                     .iter()
                     .map(|at| self.known.identifier(*at).clone())
                     .collect(),
             },
-            Recorded::Decision(input) => (**input).clone(),
+            Recorded::Decision(input) => input.clone(),
         })
     }
 
@@ -462,13 +444,8 @@ impl IdentityGraph {
     /// Every event observed, with the customer it belongs to now.
     pub fn event_customers(&self) -> Vec<(EventId, Option<CustomerId>)> {
         self.inputs
-            .iter()
-            .filter_map(|recorded| match *recorded {
-                Recorded::Observe {
-                    event_id, customer, ..
-                } => Some((event_id, self.now_of(customer))),
-                Recorded::Decision(_) => None,
-            })
+            .events()
+            .map(|(event_id, customer)| (event_id, self.now_of(customer)))
             .collect()
     }
 
@@ -532,14 +509,14 @@ impl IdentityGraph {
             return again;
         }
         // One look-up per identifier: where the graph knows it (allocated the first time).
-        let known: Located = identifiers
-            .iter()
-            .map(|identifier| {
-                self.known
-                    .intern(identifier, || Arc::new(identifier.clone()))
-            })
-            .collect();
-        self.record_observation(event_id, identifiers, known)
+        let first = self.inputs.located_mut().len();
+        for identifier in identifiers {
+            let at = self
+                .known
+                .intern(identifier, || Arc::new(identifier.clone()));
+            self.inputs.located_mut().push(at);
+        }
+        self.record_observation(event_id, identifiers, first)
     }
 
     /// [`Self::observe`], with the identifiers already shared.
@@ -547,52 +524,48 @@ impl IdentityGraph {
         if let Some(again) = self.delivered_again(event_id) {
             return again;
         }
-        let known = self.locate(identifiers);
-        self.record_observation(event_id, identifiers, known)
+        let first = self.locate(identifiers);
+        self.record_observation(event_id, identifiers, first)
     }
 
     /// Where the graph knows each of `identifiers` (made known now if new, sharing their
-    /// allocation).
-    fn locate(&mut self, identifiers: &[Arc<Identifier>]) -> Located {
-        identifiers
-            .iter()
-            .map(|identifier| self.known.intern(identifier, || identifier.clone()))
-            .collect()
+    /// allocation), pushed for the next event's input; returns where they start.
+    fn locate(&mut self, identifiers: &[Arc<Identifier>]) -> usize {
+        let first = self.inputs.located_mut().len();
+        for identifier in identifiers {
+            let at = self.known.intern(identifier, || identifier.clone());
+            self.inputs.located_mut().push(at);
+        }
+        first
     }
 
     /// For an event seen before: where it belongs now, with no change. A new one is marked
     /// seen, at the place in `events` that resolving it takes.
     fn delivered_again(&mut self, event_id: EventId) -> Option<Resolution> {
         let inputs = &self.inputs;
-        let event_at = |at: u32| match inputs[at as usize] {
-            Recorded::Observe { event_id, .. } => event_id,
-            Recorded::Decision(_) => unreachable!("events are seen at their own inputs"),
-        };
-        let at = self.seen.first_sight(&event_id, inputs.len(), event_at)?;
-        let Recorded::Observe { customer, .. } = self.inputs[at as usize] else {
-            unreachable!("events are seen at their own inputs")
-        };
+        let at = self
+            .seen
+            .first_sight(&event_id, inputs.len(), |at| inputs.event_id(at as usize))?;
         Some(Resolution {
-            customer: self.now_of(customer),
+            customer: self.now_of(self.inputs.customer(at as usize)),
             blocked: Vec::new(),
             changes: Vec::new(),
         })
     }
 
-    /// Resolves a new event and records it among the inputs; `known` says where the graph
-    /// knows each identifier (see [`Self::locate`]).
+    /// Resolves a new event and records it among the inputs; where the graph knows each of
+    /// its identifiers was pushed from `first` on (see [`Self::locate`]).
     fn record_observation<I: Borrow<Identifier>>(
         &mut self,
         event_id: EventId,
         identifiers: &[I],
-        known: Located,
+        first: usize,
     ) -> Resolution {
-        let (resolution, customer) = self.resolve(event_id, identifiers, &known);
-        self.inputs.push(Recorded::Observe {
-            event_id,
-            customer,
-            known,
-        });
+        // Resolving touches no input: lend it the places without copying them.
+        let located = std::mem::take(self.inputs.located_mut());
+        let (resolution, customer) = self.resolve(event_id, identifiers, &located[first..]);
+        *self.inputs.located_mut() = located;
+        self.inputs.push_event(event_id, customer, first);
         resolution
     }
 
@@ -642,7 +615,7 @@ impl IdentityGraph {
         };
         // This very item; a replay finds the first one refused alike (see `apply`).
         let changes = self.decide_now(review, approve, reason);
-        self.inputs.push(Recorded::Decision(Box::new(input)));
+        self.inputs.push_decision(input);
         Ok(changes)
     }
 
@@ -751,7 +724,7 @@ impl IdentityGraph {
     /// Applies a decision by hand and records it.
     fn decision(&mut self, input: Input) -> Result<Vec<Change>, GraphError> {
         let changes = self.apply(self.inputs.len(), &input)?;
-        self.inputs.push(Recorded::Decision(Box::new(input)));
+        self.inputs.push_decision(input);
         Ok(changes)
     }
 
@@ -765,9 +738,9 @@ impl IdentityGraph {
             } => {
                 // Inputs hold each event once (see `delivered_again`).
                 self.seen.insert(event_id, self.inputs.len());
-                let known = self.locate(identifiers);
+                let first = self.locate(identifiers);
                 Ok(self
-                    .record_observation(*event_id, identifiers, known)
+                    .record_observation(*event_id, identifiers, first)
                     .changes)
             }
             Input::Merge {

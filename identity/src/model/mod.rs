@@ -2,6 +2,7 @@
 
 mod chunked;
 pub mod graph;
+mod inputs;
 mod known;
 mod places;
 pub mod preview;
