@@ -15,7 +15,7 @@
 //!   resolver with rules pays at least.
 //!
 //! Every run is a process of its own (this binary again, with `--side`), which makes the
-//! stream and then times one side on it: what one side's run leaves in the heap (free lists
+//! stream and then times one side on it (the parent makes none): what one side's run leaves in the heap (free lists
 //! to merge, memory kept or given back) cannot speed up or slow down the other's. Runs
 //! alternate, each round is printed and the median of five is reported
 //! (`KINFOLD_BENCH_QUICK=1`: a smaller stream, three runs). Every run checks its output:
@@ -127,7 +127,17 @@ fn sizes() -> (usize, u32, usize) {
     }
 }
 
-/// One side's run in a process of its own: prints its time and what it made.
+/// One side's run, timed in a process of its own.
+struct Run {
+    elapsed: Duration,
+    /// Customers (Kinfold) or sets (the baseline) made.
+    made: usize,
+    events: usize,
+    links: usize,
+}
+
+/// One side's run in a process of its own: prints its time, what it made and the stream's
+/// size.
 fn run_side(side: &str) {
     let (events, customers, _) = sizes();
     let stream = stream(events, customers);
@@ -136,11 +146,17 @@ fn run_side(side: &str) {
         "baseline" => union_find_run(&stream),
         other => panic!("no side {other}"),
     };
-    println!("{} {}", elapsed.as_nanos(), made);
+    println!(
+        "{} {} {} {}",
+        elapsed.as_nanos(),
+        made,
+        stream.events.len(),
+        stream.links
+    );
 }
 
-/// Runs `side` in a fresh process: its time and what it made.
-fn in_own_process(side: &str) -> (Duration, usize) {
+/// Runs `side` in a fresh process.
+fn in_own_process(side: &str) -> Run {
     let output = std::process::Command::new(std::env::current_exe().expect("this binary"))
         .args(["--side", side])
         .output()
@@ -156,10 +172,14 @@ fn in_own_process(side: &str) -> (Duration, usize) {
         fields
             .next()
             .and_then(|field| field.parse::<u64>().ok())
-            .expect("a run prints its time and what it made")
+            .expect("a run prints its time, what it made and the stream's size")
     };
-    let elapsed = Duration::from_nanos(next());
-    (elapsed, next() as usize)
+    Run {
+        elapsed: Duration::from_nanos(next()),
+        made: next() as usize,
+        events: next() as usize,
+        links: next() as usize,
+    }
 }
 
 fn main() {
@@ -169,20 +189,11 @@ fn main() {
         return;
     }
     let quick = quick();
-    let (events, customers, reps) = sizes();
-    let started = Instant::now();
-    let stream = stream(events, customers);
-    println!(
-        "identity resolve bench{}: {} events, {} link operations (identifiers), population {}; setup {:.1} s",
-        if quick { " (quick)" } else { "" },
-        stream.events.len(),
-        stream.links,
-        customers,
-        started.elapsed().as_secs_f64()
-    );
+    let (_, customers, reps) = sizes();
     let mut kinfold_runs = Vec::with_capacity(reps);
     let mut baseline_runs = Vec::with_capacity(reps);
     let mut made = (0, 0);
+    let mut links = 0;
     for round in 0..reps {
         // Alternate which goes first, so drift hits both alike.
         let (kinfold, baseline) = if round % 2 == 0 {
@@ -192,20 +203,35 @@ fn main() {
             let baseline = in_own_process("baseline");
             (in_own_process("kinfold"), baseline)
         };
+        assert_eq!(
+            (kinfold.events, kinfold.links),
+            (baseline.events, baseline.links),
+            "both sides resolve the same stream"
+        );
+        if round == 0 {
+            println!(
+                "identity resolve bench{}: {} events, {} link operations (identifiers), population {}",
+                if quick { " (quick)" } else { "" },
+                kinfold.events,
+                kinfold.links,
+                customers,
+            );
+        }
+        links = kinfold.links;
         println!(
             "  round {}: kinfold {:.3} s, baseline {:.3} s, ratio {:.2}",
             round + 1,
-            kinfold.0.as_secs_f64(),
-            baseline.0.as_secs_f64(),
-            baseline.0.as_secs_f64() / kinfold.0.as_secs_f64()
+            kinfold.elapsed.as_secs_f64(),
+            baseline.elapsed.as_secs_f64(),
+            baseline.elapsed.as_secs_f64() / kinfold.elapsed.as_secs_f64()
         );
-        kinfold_runs.push(kinfold.0);
-        baseline_runs.push(baseline.0);
-        made = (kinfold.1, baseline.1);
+        kinfold_runs.push(kinfold.elapsed);
+        baseline_runs.push(baseline.elapsed);
+        made = (kinfold.made, baseline.made);
     }
     let kinfold = median(&mut kinfold_runs);
     let baseline = median(&mut baseline_runs);
-    let rate = |elapsed: Duration| stream.links as f64 / elapsed.as_secs_f64();
+    let rate = |elapsed: Duration| links as f64 / elapsed.as_secs_f64();
     println!(
         "  kinfold graph (rules, changes, replay inputs): {:>12.0} links/s ({:.3} s, {} customers)",
         rate(kinfold),

@@ -509,13 +509,7 @@ impl IdentityGraph {
             return again;
         }
         // One look-up per identifier: where the graph knows it (allocated the first time).
-        let first = self.inputs.located_mut().len();
-        for identifier in identifiers {
-            let at = self
-                .known
-                .intern(identifier, || Arc::new(identifier.clone()));
-            self.inputs.located_mut().push(at);
-        }
+        let first = self.locate(identifiers, |identifier| Arc::new(identifier.clone()));
         self.record_observation(event_id, identifiers, first)
     }
 
@@ -524,16 +518,20 @@ impl IdentityGraph {
         if let Some(again) = self.delivered_again(event_id) {
             return again;
         }
-        let first = self.locate(identifiers);
+        let first = self.locate(identifiers, Arc::clone);
         self.record_observation(event_id, identifiers, first)
     }
 
-    /// Where the graph knows each of `identifiers` (made known now if new, sharing their
-    /// allocation), pushed for the next event's input; returns where they start.
-    fn locate(&mut self, identifiers: &[Arc<Identifier>]) -> usize {
+    /// Where the graph knows each of `identifiers` (made known now if new, with the
+    /// allocation `share` gives), pushed for the next event's input; returns where they start.
+    fn locate<I: Borrow<Identifier>>(
+        &mut self,
+        identifiers: &[I],
+        share: impl Fn(&I) -> Arc<Identifier>,
+    ) -> usize {
         let first = self.inputs.located_mut().len();
         for identifier in identifiers {
-            let at = self.known.intern(identifier, || identifier.clone());
+            let at = self.known.intern(identifier.borrow(), || share(identifier));
             self.inputs.located_mut().push(at);
         }
         first
@@ -738,7 +736,7 @@ impl IdentityGraph {
             } => {
                 // Inputs hold each event once (see `delivered_again`).
                 self.seen.insert(event_id, self.inputs.len());
-                let first = self.locate(identifiers);
+                let first = self.locate(identifiers, Arc::clone);
                 Ok(self
                     .record_observation(*event_id, identifiers, first)
                     .changes)
