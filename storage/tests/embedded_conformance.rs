@@ -198,3 +198,53 @@ async fn acknowledged_appends_survive_sigkill() {
         drop(database);
     }
 }
+
+/// An idle member of a group on the embedded log is woken by an append instead of sleeping out
+/// its wait: with a wait of ten minutes, records appended while it waits reach it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_member_wakes_on_append() {
+    use kinfold_core::ports::group::{GroupEvent, GroupOptions, join_group};
+    use kinfold_core::ports::{EventLog, OutgoingRecord};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = EmbeddedDatabase::open(dir.path()).expect("opens");
+    let log: Arc<dyn EventLog> = Arc::new(database.log());
+    log.ensure_topic("wake", 2).await.expect("topic");
+    let mut member = join_group(log.clone(), GroupOptions::new("g", vec!["wake".into()]))
+        .await
+        .expect("joins");
+    let long = Duration::from_secs(600);
+    assert!(matches!(
+        member.next(long).await.expect("assigned"),
+        GroupEvent::Assigned(_)
+    ));
+    let waiting = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            match member.next(long).await.expect("next") {
+                GroupEvent::Records { records, .. } => {
+                    seen.extend(records.into_iter().map(|record| record.value));
+                }
+                GroupEvent::Idle => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        seen
+    });
+    // The member is waiting by now; the records land after it last looked.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let records = (0..3)
+        .map(|i| OutgoingRecord {
+            partition: Some(1),
+            value: format!("v{i}").into(),
+            ..OutgoingRecord::default()
+        })
+        .collect();
+    log.append("wake", records).await.expect("append");
+    let seen = tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("woken well before its ten-minute wait ran out")
+        .expect("joined");
+    let expected: Vec<bytes::Bytes> = (0..3).map(|i| format!("v{i}").into()).collect();
+    assert_eq!(seen, expected);
+}

@@ -145,16 +145,21 @@ pub struct SoleMember {
     cursors: Vec<(TopicPartition, u64)>,
     assigned: bool,
     turn: usize,
+    /// The log's append counter, when it has one: an idle member waits on it rather than
+    /// sleeping the whole wait.
+    appended: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl SoleMember {
     pub fn new(log: Arc<dyn EventLog>, options: GroupOptions) -> Self {
+        let appended = log.appended();
         Self {
             log,
             options,
             cursors: Vec::new(),
             assigned: false,
             turn: 0,
+            appended,
         }
     }
 
@@ -199,6 +204,11 @@ impl GroupMember for SoleMember {
             self.assigned = true;
             return Ok(GroupEvent::Assigned(cursors));
         }
+        // Marked seen before looking, so that an append landing after the look still wakes
+        // the wait below.
+        if let Some(appended) = &mut self.appended {
+            appended.borrow_and_update();
+        }
         for step in 0..self.cursors.len() {
             let index = (self.turn + step) % self.cursors.len();
             let (partition, next) = &self.cursors[index];
@@ -218,7 +228,16 @@ impl GroupMember for SoleMember {
                 return Ok(GroupEvent::Records { partition, records });
             }
         }
-        tokio::time::sleep(wait).await;
+        match &mut self.appended {
+            Some(appended) => {
+                if let Ok(Err(_)) = tokio::time::timeout(wait, appended.changed()).await {
+                    // The log is gone: nothing will wake us, so back to sleeping.
+                    self.appended = None;
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            None => tokio::time::sleep(wait).await,
+        }
         Ok(GroupEvent::Idle)
     }
 

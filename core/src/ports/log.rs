@@ -181,6 +181,13 @@ pub trait EventLog: Send + Sync + fmt::Debug {
         true
     }
 
+    /// A counter that moves each time records become readable on this log, so that a reader
+    /// that has seen everything can wait for it instead of polling; `None` when the backend
+    /// cannot tell (readers then poll).
+    fn appended(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Appends `records` to `topic`; returns once they are durable, with their positions in
     /// the order given. Records of one call that land in the same partition keep their order.
     async fn append(

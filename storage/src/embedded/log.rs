@@ -32,6 +32,8 @@ struct Shared {
     topics: RwLock<HashMap<String, Topic>>,
     /// topic → durable end offset (next offset to be written) of each partition.
     durable_ends: RwLock<HashMap<String, Vec<u64>>>,
+    /// Moves after each batch that made records readable; idle readers wait on it.
+    appended: tokio::sync::watch::Sender<u64>,
 }
 
 enum Request {
@@ -296,6 +298,10 @@ impl EventLog for EmbeddedLog {
         answer.await.map_err(|_| LogError::Closed)?
     }
 
+    fn appended(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.shared.appended.subscribe())
+    }
+
     async fn read(
         &self,
         topic: &str,
@@ -514,11 +520,17 @@ impl Writer {
                     .durable_ends
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let readable = !touched.is_empty();
                 for topic in touched {
                     let staged = next_offsets.get(&topic).cloned().unwrap_or_default();
                     ends.insert(topic, staged);
                 }
                 drop(ends);
+                if readable {
+                    self.shared
+                        .appended
+                        .send_modify(|count| *count = count.wrapping_add(1));
+                }
                 for (reply, result) in append_replies {
                     let _ = reply.send(result);
                 }
