@@ -228,16 +228,18 @@ impl GroupMember for SoleMember {
                 return Ok(GroupEvent::Records { partition, records });
             }
         }
-        match &mut self.appended {
-            Some(appended) => {
-                if let Ok(Err(_)) = tokio::time::timeout(wait, appended.changed()).await {
-                    // The log is gone: nothing will wake us, so back to sleeping.
-                    self.appended = None;
-                    tokio::time::sleep(wait).await;
-                }
+        // Until the next append or the end of the wait; without a counter (or with one whose
+        // log is gone) only the wait ends it.
+        let appended = async {
+            let woken = match &mut self.appended {
+                Some(appended) => appended.changed().await.is_ok(),
+                None => false,
+            };
+            if !woken {
+                std::future::pending::<()>().await;
             }
-            None => tokio::time::sleep(wait).await,
-        }
+        };
+        let _ = tokio::time::timeout(wait, appended).await;
         Ok(GroupEvent::Idle)
     }
 
